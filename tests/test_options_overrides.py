@@ -1,0 +1,53 @@
+import pytest
+
+from utils.option_spec import OptionError
+from utils.options import apply_overrides, parse_override, read_yaml
+
+
+def test_parse_override_values_are_yaml():
+    assert parse_override('train.total_iter=1000') == (['train', 'total_iter'], 1000)
+    assert parse_override('train.optim_g.lr=2e-4') == (['train', 'optim_g', 'lr'], 2e-4)
+    assert parse_override('a.b=[1, 2]') == (['a', 'b'], [1, 2])
+    assert parse_override('a.b=null') == (['a', 'b'], None)
+    assert parse_override('a.b=true') == (['a', 'b'], True)
+    assert parse_override('a:b=x', ':') == (['a', 'b'], 'x')
+
+
+def test_override_is_not_eval():
+    parts, value = parse_override("a=__import__('os').system('true')")
+    assert value == "__import__('os').system('true')"
+
+
+def test_apply_overrides_does_not_mutate_and_creates_paths():
+    tree = {'train': {'total_iter': 5, 'losses': [{'weight': 1}, {'weight': 2}]}}
+    out = apply_overrides(tree, ['train.total_iter=7', 'train.losses.1.weight=0.5', 'new.key=3'],
+                          ['train:warmup_iter=2'])
+    assert tree['train']['total_iter'] == 5 and tree['train']['losses'][1]['weight'] == 2
+    assert out['train']['total_iter'] == 7 and out['train']['losses'][1]['weight'] == 0.5
+    assert out['new'] == {'key': 3} and out['train']['warmup_iter'] == 2
+
+
+def test_bad_override_messages():
+    with pytest.raises(OptionError, match="must look like"):
+        apply_overrides({}, ['train.total_iter'])
+    with pytest.raises(OptionError, match=r'train.losses.5: no list item 5'):
+        apply_overrides({'train': {'losses': [1]}}, ['train.losses.5.weight=1'])
+
+
+def test_exponent_floats_without_dot_are_numbers(tmp_path):
+    f = tmp_path / 'o.yml'
+    f.write_text('lr: 2e-4\nb: 1.5\nc: 3\nd: 1e5\nname: 1e-x\n')
+    assert read_yaml(str(f)) == {'lr': 2e-4, 'b': 1.5, 'c': 3, 'd': 1e5, 'name': '1e-x'}
+
+
+def test_read_yaml_errors(tmp_path):
+    with pytest.raises(OptionError, match='option file not found'):
+        read_yaml(str(tmp_path / 'missing.yml'))
+    bad = tmp_path / 'bad.yml'
+    bad.write_text('a: [1, 2\n')
+    with pytest.raises(OptionError, match='bad.yml: not valid YAML'):
+        read_yaml(str(bad))
+    dup = tmp_path / 'dup.yml'
+    dup.write_text('train:\n  total_iter: 1\n  total_iter: 2\n')
+    with pytest.raises(OptionError, match="duplicate key 'total_iter'"):
+        read_yaml(str(dup))
