@@ -1,0 +1,22 @@
+"""PSNR (BasicSR ``calculate_psnr`` option keys), MATLAB-faithful on the Y channel."""
+import numpy as np
+
+from metrics.common import prepare_pair
+from utils.registry import METRIC_REGISTRY
+
+
+@METRIC_REGISTRY.register()
+def calculate_psnr(img: np.ndarray, img2: np.ndarray, crop_border: int = 0,
+                   test_y_channel: bool = False, input_order: str = 'HWC') -> float:
+    """PSNR = 10 log10(255^2 / MSE), MSE over all remaining pixels (and channels), float64.
+
+    ``img``, ``img2``: RGB images in [0, 255] (uint8; the SR already rounded). ``crop_border``
+    pixels are removed from each side (the protocol uses the scale). ``test_y_channel``: compare
+    Y = 16 + (65.481 R + 128.553 G + 24.966 B) / 255 only. Identical images give ``inf``.
+    """
+    a, b = prepare_pair(img, img2, crop_border, input_order, test_y_channel)
+    mse = np.mean((a - b) ** 2)
+    if mse == 0:
+        return float('inf')
+    return float(10.0 * np.log10(255.0 ** 2 / mse))
+
