@@ -1,0 +1,103 @@
+"""Crash-safe checkpoint files: atomic writes and finding the newest complete training state.
+
+Training states are ``<dir>/<iter>.state``. A write goes to ``<path>.tmp-<pid>`` in the same
+directory, is flushed and fsync'ed, then renamed over ``path`` (``os.replace`` is atomic on POSIX
+and Windows), so a reader sees the old file or the new one, never half of one.
+"""
+import os
+import re
+from pathlib import Path
+from typing import Any, Optional, Union
+
+import torch
+
+PathLike = Union[str, os.PathLike]
+STATE_SUFFIX = '.state'
+_STATE_NAME = re.compile(r'^(\d+)\.state$')
+
+
+def state_path(directory: PathLike, current_iter: int) -> Path:
+    """``<directory>/<current_iter>.state``."""
+    return Path(directory) / f'{int(current_iter)}{STATE_SUFFIX}'
+
+
+def _fsync_dir(directory: Path) -> None:
+    """Persist the rename itself (POSIX); silently skipped where directories cannot be opened."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def save_atomic(obj: Any, path: PathLike) -> Path:
+    """``torch.save(obj)`` to ``path`` atomically (tmp file + flush + fsync + ``os.replace``)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f'{path.name}.tmp-{os.getpid()}')
+    try:
+        with open(tmp, 'wb') as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+    return path
+
+
+def load_state(path: PathLike, map_location: Any = 'cpu') -> Any:
+    """Load a file written by :func:`save_atomic`.
+
+    Uses ``weights_only=False``: training states hold optimizer/scheduler state, numpy RNG
+    states and other plain Python objects that the weights-only unpickler rejects. Only load
+    files this toolkit wrote (unpickling can run code). A corrupt or truncated file raises one
+    ``RuntimeError`` naming it.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f'checkpoint file not found: {path}')
+    try:
+        return torch.load(path, map_location=map_location, weights_only=False)
+    except Exception as err:
+        raise RuntimeError(f'checkpoint file {path} is corrupt or incomplete '
+                           f'({type(err).__name__}: {err})'.splitlines()[0]) from err
+
+
+def is_loadable(path: PathLike) -> bool:
+    """Whether ``path`` is a non-empty, complete torch file (memory-mapped, so tensors stay on disk)."""
+    path = Path(path)
+    try:
+        if path.stat().st_size == 0:
+            return False
+        torch.load(path, map_location='cpu', weights_only=False, mmap=True)
+        return True
+    except Exception:
+        return False
+
+
+def find_latest_state(directory: PathLike) -> Optional[Path]:
+    """The ``<iter>.state`` file with the highest ``iter`` that loads, or ``None``.
+
+    Temporary files of interrupted writes, other names, empty and unloadable (truncated) files
+    are skipped.
+    """
+    directory = Path(directory)
+    if not directory.is_dir():
+        return None
+    candidates = []
+    for entry in directory.iterdir():
+        m = _STATE_NAME.match(entry.name)
+        if m and entry.is_file():
+            candidates.append((int(m.group(1)), entry))
+    for _, path in sorted(candidates, reverse=True):
+        if is_loadable(path):
+            return path
+    return None

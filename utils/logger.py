@@ -1,0 +1,71 @@
+"""The 'ckdsr' logger (console + file on rank 0, warnings only elsewhere) and a lazy tensorboard writer."""
+import logging
+import os
+import sys
+from typing import Any, Optional
+
+from utils.dist import get_dist_info
+
+LOGGER_NAME = 'ckdsr'
+LOG_FORMAT = '%(asctime)s %(levelname)s: %(message)s'
+_MARK = '_ckdsr_handler'  # attribute tagging the handlers this module added
+
+
+def _our_handlers(logger: logging.Logger):
+    return [h for h in logger.handlers if getattr(h, _MARK, False)]
+
+
+def get_root_logger(log_file: Optional[str] = None, level: int = logging.INFO) -> logging.Logger:
+    """The 'ckdsr' logger, set up once per process (repeated calls add nothing twice).
+
+    Rank 0 logs at ``level`` to the console and, once ``log_file`` is given, appends to that file
+    (a later call may add the file). Other ranks log warnings and errors to the console only.
+    Records still propagate to the root logger (so pytest's ``caplog`` sees them); do not add
+    handlers to the root logger as well, or lines print twice.
+    """
+    logger = logging.getLogger(LOGGER_NAME)
+    rank, _ = get_dist_info()
+    logger.setLevel(level if rank == 0 else logging.WARNING)
+    ours = _our_handlers(logger)
+    if not any(isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler)
+               for h in ours):
+        console = logging.StreamHandler(sys.stderr)
+        console.setFormatter(logging.Formatter(LOG_FORMAT))
+        setattr(console, _MARK, True)
+        logger.addHandler(console)
+    if log_file is not None and rank == 0:
+        path = os.path.abspath(log_file)
+        if not any(isinstance(h, logging.FileHandler) and h.baseFilename == path for h in ours):
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            handler = logging.FileHandler(path, mode='a', encoding='utf-8')
+            handler.setFormatter(logging.Formatter(LOG_FORMAT))
+            setattr(handler, _MARK, True)
+            logger.addHandler(handler)
+    return logger
+
+
+class NullWriter:
+    """Stands in for ``SummaryWriter`` where tensorboard is unavailable or off: every call is a no-op."""
+
+    def __getattr__(self, name: str):
+        if name.startswith('__'):
+            raise AttributeError(name)
+        return self._noop
+
+    @staticmethod
+    def _noop(*args: Any, **kwargs: Any) -> None:
+        return None
+
+
+def init_tb_logger(log_dir: str):
+    """A tensorboard ``SummaryWriter`` on rank 0; a :class:`NullWriter` on other ranks, or (with a
+    warning) when tensorboard cannot be imported."""
+    if get_dist_info()[0] != 0:
+        return NullWriter()
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError as err:
+        get_root_logger().warning(f'tensorboard unavailable ({err}); logger.use_tb_logger ignored, '
+                                  'no tensorboard scalars will be written')
+        return NullWriter()
+    return SummaryWriter(log_dir=str(log_dir))
