@@ -1,0 +1,36 @@
+"""The interface every distillation component implements."""
+from typing import Any, Dict, Iterable, List
+
+from torch import nn
+
+from models.signals import Provider
+
+
+class Component:
+    """A piece of a distillation method: providers, optional trainable parts, hooks, state.
+
+    Frozen networks held by a component are not part of :meth:`state_dict` (they are reloaded
+    from their option paths); trainable ones and method state (history model, discriminator and
+    its optimizer) are.
+    """
+
+    name = 'component'
+
+    def providers(self) -> List[Provider]:
+        return []
+
+    def trainable_parameters(self) -> Iterable[nn.Parameter]:
+        """Parameters optimised together with the student (e.g. FACD's regressor)."""
+        return []
+
+    def before_step(self, model, current_iter: int) -> None:
+        pass
+
+    def after_step(self, model, current_iter: int) -> None:
+        pass
+
+    def state_dict(self) -> Dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: Dict[str, Any]) -> None:
+        pass

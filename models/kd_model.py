@@ -1,0 +1,128 @@
+"""KDModel: a trained student, a frozen teacher, optional helpers, and weighted loss terms.
+
+Each term names the signals it reads; the model computes every signal at most once per step
+(one teacher forward, one batched embedding pass...). Method mechanics are components built
+from ``distill.<key>`` sections (see :mod:`models.distill.registry`), so a new method adds a
+component and an option file, not a new training loop.
+"""
+from typing import Any, Dict, Iterator, List, Optional
+
+import torch
+from torch import nn
+
+import models.distill.builtin  # noqa: F401  (registers the built-in components)
+from models.base_model import BaseModel
+from models.distill.component import Component
+from models.distill.registry import COMPONENT_REGISTRY
+from models.distill.teacher import Teacher
+from models.distill.terms import TERM_BLOCK, build_terms
+from models.network_io import unwrap
+from models.signals import Provider, SignalGraph, Step
+from utils.feature_taps import FeatureTaps
+from utils.option_spec import Block, Field, ListOf, Section, registry_resolver
+from utils.registry import ARCH_REGISTRY, MODEL_REGISTRY
+
+
+@MODEL_REGISTRY.register()
+class KDModel(BaseModel):
+    """Knowledge distillation with declarative terms (logits KD, FAKD, FACD, DCKD, PCL...)."""
+
+    @classmethod
+    def option_sections(cls) -> Dict[str, Any]:
+        distill = {spec.key: spec.schema for spec in (COMPONENT_REGISTRY.get(k) for k in COMPONENT_REGISTRY)}
+        distill['taps'] = Section({
+            'student': ListOf(Field(str), doc='module paths of network_g whose outputs are student_feats'),
+            'teacher': ListOf(Field(str), doc='module paths of network_t whose outputs are teacher_feats'),
+        })
+        return {
+            'network_t': Block(registry_resolver(ARCH_REGISTRY), 'arch', required=False, doc='the frozen teacher'),
+            'path': Section({
+                'pretrain_network_t': Field(Optional[str], None, 'teacher weights', path=True),
+                'param_key_t': Field(Optional[str], 'auto', 'key inside the teacher checkpoint (auto | params | params_ema | null)'),
+                'strict_load_t': Field(bool, True, 'require an exact key match for the teacher'),
+            }),
+            'distill': Section(distill, doc='distillation components'),
+            'train': Section({'losses': ListOf(TERM_BLOCK, doc='weighted loss terms over named signals')}),
+        }
+
+    # ------------------------------------------------------------------ set-up
+    def build_losses(self, train_opt: Dict[str, Any]) -> None:
+        opt = self.opt
+        self.seed = opt.get('manual_seed') or 0
+        distill = opt.get('distill') or {}
+        taps = distill.get('taps') or {}
+        self.components: List[Component] = []
+        if opt.get('network_t'):
+            self.teacher = Teacher(opt['network_t'], opt.get('path') or {}, self.scale, self.device,
+                                   taps=taps.get('teacher') or (), autocast=self.autocast)
+            self.components.append(self.teacher)
+        else:
+            self.teacher = None
+        for key in COMPONENT_REGISTRY:
+            if distill.get(key):
+                self.components.append(COMPONENT_REGISTRY.get(key).build(self, distill[key]))
+        self.student_taps = list(taps.get('student') or ())
+        FeatureTaps(unwrap(self.net_g), self.student_taps).remove()  # check the paths up front
+        cfgs = list(train_opt.get('losses') or [])
+        if train_opt.get('pixel_opt'):
+            pix = dict(train_opt['pixel_opt'])
+            pix['weight'] = pix.pop('loss_weight', 1.0)
+            cfgs.insert(0, {**pix, 'name': 'l_pix'})
+        if not cfgs:
+            raise ValueError('train.losses: a KDModel needs at least one loss term')
+        self.terms = build_terms(cfgs, self.device)
+        self.graph = SignalGraph()
+        for provider in self.base_providers():
+            self.graph.add(provider)
+        for comp in self.components:
+            for provider in comp.providers():
+                self.graph.add(provider)
+        wanted = [sig for term in self.terms for sig in term.inputs.values()]
+        self.needed = self.graph.closure(wanted)
+        extra = [p for c in self.components for p in c.trainable_parameters()]
+        if extra:
+            self.optimizers['g'].add_param_group({'params': extra})
+
+    def base_providers(self) -> List[Provider]:
+        def batch(step):
+            return {'lq': self.lq, 'gt': self.gt}
+
+        def student(step):
+            if self.student_taps and step.wants('student_feats'):
+                with FeatureTaps(self.net_g, self.student_taps) as taps:
+                    sr = self.net_g(step['lq'])
+                    feats = taps.features()
+                return {'sr': sr, 'student_feats': feats}
+            return {'sr': self.net_g(step['lq'])}
+
+        return [Provider(('lq', 'gt'), batch, doc='the batch'),
+                Provider(('sr', 'student_feats'), student, deps=('lq',),
+                         doc='student output (and tapped features), with gradient')]
+
+    # ------------------------------------------------------------------ the step
+    def new_step(self) -> Step:
+        return Step(self.graph, self.needed)
+
+    def compute_losses(self, current_iter: int) -> Dict[str, torch.Tensor]:
+        step = self.new_step()
+        losses = {term.name: term(step) for term in self.terms}
+        self.last_step = step
+        self.output = step.values.get('sr')
+        return losses
+
+    def before_step(self, current_iter: int) -> None:
+        for comp in self.components:
+            comp.before_step(self, current_iter)
+
+    def after_step(self, current_iter: int) -> None:
+        for comp in self.components:
+            comp.after_step(self, current_iter)
+
+    # ------------------------------------------------------------------ state
+    def extra_state(self) -> Dict[str, Any]:
+        return {c.name: c.state_dict() for c in self.components if c.state_dict()}
+
+    def load_extra_state(self, state: Dict[str, Any]) -> None:
+        for comp in self.components:
+            if comp.name in state:
+                comp.load_state_dict(state[comp.name])
