@@ -118,6 +118,9 @@ class BaseModel:
     def before_step(self, current_iter: int) -> None:
         """Hook run before the forward pass of each iteration."""
 
+    def before_optimizer_step(self, current_iter: int) -> None:
+        """Hook run after backward, before clipping and the optimizer step."""
+
     def after_step(self, current_iter: int) -> None:
         """Hook run after the optimizer step of each iteration (EMA already updated)."""
 
@@ -142,6 +145,7 @@ class BaseModel:
             return {k: v.detach() for k, v in losses.items()}
         self.bad_steps = 0
         self.scaler.scale(total).backward()
+        self.before_optimizer_step(current_iter)
         if self.grad_clip:
             self.scaler.unscale_(opt)
             torch.nn.utils.clip_grad_norm_(self.net_g.parameters(), self.grad_clip)

@@ -10,7 +10,7 @@ from typing import Any, Dict, Iterator, List, Optional
 import torch
 from torch import nn
 
-import models.distill.builtin  # noqa: F401  (registers the built-in components)
+import models.distill  # noqa: F401  (registers the components)
 from models.base_model import BaseModel
 from models.distill.component import Component
 from models.distill.registry import COMPONENT_REGISTRY
@@ -79,9 +79,9 @@ class KDModel(BaseModel):
                 self.graph.add(provider)
         wanted = [sig for term in self.terms for sig in term.inputs.values()]
         self.needed = self.graph.closure(wanted)
-        extra = [p for c in self.components for p in c.trainable_parameters()]
-        if extra:
-            self.optimizers['g'].add_param_group({'params': extra})
+        self.component_params = [p for c in self.components for p in c.trainable_parameters()]
+        if self.component_params:
+            self.optimizers['g'].add_param_group({'params': self.component_params})
 
     def base_providers(self) -> List[Provider]:
         def batch(step):
@@ -113,6 +113,19 @@ class KDModel(BaseModel):
     def before_step(self, current_iter: int) -> None:
         for comp in self.components:
             comp.before_step(self, current_iter)
+
+    def before_optimizer_step(self, current_iter: int) -> None:
+        """Average the gradients of component-owned trainables (e.g. regressors) across ranks:
+        they live outside the student's DDP wrapper."""
+        if self.world_size > 1 and self.component_params:
+            grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in self.component_params]
+            flat = torch.cat([g.reshape(-1) for g in grads])
+            torch.distributed.all_reduce(flat)
+            flat /= self.world_size
+            offset = 0
+            for p, g in zip(self.component_params, grads):
+                p.grad = flat[offset:offset + g.numel()].view_as(g).clone()
+                offset += g.numel()
 
     def after_step(self, current_iter: int) -> None:
         for comp in self.components:

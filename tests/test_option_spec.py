@@ -120,3 +120,14 @@ def test_merge_sections_recurses():
     merged = merge_sections(SCHEMA, {'train': Section({'extra': Field(int, 3)}), 'network_t': Field(str)})
     assert set(merged.fields['train'].fields) == {'total_iter', 'ema_decay', 'losses', 'extra'}
     assert 'network_t' in merged.fields and 'network_t' not in SCHEMA.fields
+
+
+def test_paths_unchecked_skips_only_existence(tmp_path):
+    from utils.option_spec import paths_unchecked
+    spec = Section({'p': Field(Optional[str], None, path=True), 'n': Field(int, 1)})
+    with paths_unchecked():
+        assert validate_tree({'p': str(tmp_path / 'missing')}, spec, 'f')['p'].endswith('missing')
+        with pytest.raises(OptionError, match='n: expected int'):
+            validate_tree({'n': 'x'}, spec, 'f')
+    with pytest.raises(OptionError, match='file or folder not found'):
+        validate_tree({'p': str(tmp_path / 'missing')}, spec, 'f')

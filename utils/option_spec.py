@@ -11,6 +11,8 @@ A spec is one of:
 ``validate(spec, value, path)`` returns the value with defaults filled in and raises
 :class:`OptionError` listing every problem, each naming the key path and the closest valid key.
 """
+import contextlib
+import contextvars
 import inspect
 import os
 import re
@@ -21,6 +23,17 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 from utils.suggest import closest
 
 REQUIRED = object()  # sentinel: the key must be given
+_CHECK_PATHS = contextvars.ContextVar('ckdsr_check_paths', default=True)
+
+
+@contextlib.contextmanager
+def paths_unchecked():
+    """Validate structure and types only (e.g. inspecting an option file away from its data)."""
+    token = _CHECK_PATHS.set(False)
+    try:
+        yield
+    finally:
+        _CHECK_PATHS.reset(token)
 
 
 class OptionError(ValueError):
@@ -115,7 +128,7 @@ class Field:
             problems.append(f'{where}: expected {type_name(self.ann)}, got {type(value).__name__} '
                             f'{_fmt(value)}')
             return value
-        if self.path and value is not None and not os.path.exists(os.path.expanduser(str(value))):
+        if self.path and value is not None and _CHECK_PATHS.get() and not os.path.exists(os.path.expanduser(str(value))):
             problems.append(f'{where}: file or folder not found: {value}')
         return value
 
