@@ -102,7 +102,7 @@ def test_two_process_gloo_ddp_trains_validates_and_checkpoints(tmp_path):
     proc = subprocess.run([sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node=2',
                            '--master_addr=127.0.0.1', f'--master_port={port}',
                            str(REPO / 'tools' / 'train.py'), '-opt', str(opt_file), '--launcher', 'pytorch'],
-                          cwd=REPO, capture_output=True, text=True, timeout=180,
+                          cwd=REPO, capture_output=True, text=True, timeout=400,
                           env={**os.environ, 'OMP_NUM_THREADS': '1'})
     assert proc.returncode == 0, proc.stderr[-3000:]
     exp = tmp_path / 'experiments' / 'tiny'

@@ -1,0 +1,283 @@
+"""Build paired HR / LR sub-image LMDBs (BasicSR's ``extract_subimages`` + ``create_lmdb`` in one pass).
+
+``create_paired_lmdb(hr_dir, out_dir, scale)`` reads every HR image (and its LR from ``lr_dir``,
+or makes the LR with the MATLAB-exact bicubic), cuts aligned sub-images (HR ``crop_size`` /
+``step``; LR sizes divided by ``scale``) named ``<stem>_s001``..., and writes::
+
+    <out_dir>/<prefix>_HR_sub.lmdb                 (fmt='png': BasicSR-compatible values)
+    <out_dir>/<prefix>_LR_bicubic_X<s>_sub.lmdb
+    <out_dir>/<prefix>_HR_sub_raw.lmdb             (fmt='raw': uint8 RGB HWC bytes)
+    <out_dir>/<prefix>_LR_bicubic_X<s>_sub_raw.lmdb
+
+``prefix`` defaults to the HR folder name without a trailing ``_HR`` (``DIV2K_train_HR`` ->
+``DIV2K_train``; a folder called ``HR`` takes its parent's name). Both databases are written
+into ``<out_dir>/.<prefix>_sub.partial-<pid>/`` and moved into place only when complete, so an
+interrupted run leaves nothing that looks like a finished database.
+"""
+import os
+import re
+import shutil
+from multiprocessing import Pool
+from pathlib import Path
+from typing import Iterable, Iterator, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from data.bicubic_lr import find_lr_file, list_images
+from data.image_io import encode_png, read_image, read_image_size
+from data.lmdb_format import FORMAT_KEY, FORMATS, PNG, RAW, RAW_MARKER, MetaEntry, write_meta_info
+from data.matlab_imresize import bicubic_downsample, modcrop
+from data.subimages import iter_subimages, subimage_grid
+
+# one job = one HR image: (hr_path, lr_path or None, scale, crop, step, thresh, fmt, level)
+_Job = Tuple[str, Optional[str], int, int, int, int, str, int]
+# one record = one sub-image pair: (key, hr_value, hr_shape, lr_value, lr_shape)
+_Record = Tuple[str, bytes, Tuple[int, int, int], bytes, Tuple[int, int, int]]
+
+_COMMIT_BYTES = 64 << 20
+
+
+def default_prefix(hr_dir: os.PathLike) -> str:
+    hr_dir = Path(hr_dir).resolve()
+    if hr_dir.name == 'HR':
+        return hr_dir.parent.name
+    return re.sub(r'_HR$', '', hr_dir.name)
+
+
+def lmdb_paths(out_dir: os.PathLike, prefix: str, scale: int, fmt: str = PNG) -> Tuple[Path, Path]:
+    """``(hr_lmdb, lr_lmdb)`` paths that :func:`create_paired_lmdb` writes."""
+    tail = '_sub_raw.lmdb' if fmt == RAW else '_sub.lmdb'
+    out_dir = Path(out_dir)
+    return out_dir / f'{prefix}_HR{tail}', out_dir / f'{prefix}_LR_bicubic_X{scale}{tail}'
+
+
+def _encode(img: np.ndarray, fmt: str, level: int) -> bytes:
+    return np.ascontiguousarray(img).tobytes() if fmt == RAW else encode_png(img, level)
+
+
+def cut_pair(job: _Job) -> List[_Record]:
+    """Read (or make) one HR/LR pair, check it, and encode its aligned sub-images."""
+    hr_path, lr_path, scale, crop, step, thresh, fmt, level = job
+    hr = read_image(hr_path)
+    if lr_path is None:
+        hr = modcrop(hr, scale)
+        lr = bicubic_downsample(hr, scale)
+    else:
+        lr = read_image(lr_path)
+        want = (hr.shape[0] // scale, hr.shape[1] // scale)
+        if lr.shape[:2] != want:
+            raise ValueError(f'LR {lr_path} is {lr.shape[1]}x{lr.shape[0]} (w x h) but HR {hr_path} '
+                             f'is {hr.shape[1]}x{hr.shape[0]}: x{scale} needs an LR of {want[1]}x{want[0]}')
+        hr = modcrop(hr, scale)
+    h, w = hr.shape[:2]
+    if h < crop or w < crop:
+        raise ValueError(f'HR {hr_path} ({w}x{h} after mod-crop) is smaller than crop_size {crop}; '
+                         'use a smaller crop_size')
+    records = []
+    lr_crop = crop // scale
+    grid = subimage_grid(h, w, crop, step, thresh)
+    stem = Path(hr_path).stem
+    for (key, hr_sub), (y, x) in zip(iter_subimages(hr, stem, crop, step, thresh), grid):
+        lr_sub = lr[y // scale:y // scale + lr_crop, x // scale:x // scale + lr_crop]
+        records.append((key, _encode(hr_sub, fmt, level), hr_sub.shape,
+                        _encode(lr_sub, fmt, level), lr_sub.shape))
+    return records
+
+
+def estimate_map_size(sizes: Iterable[Tuple[int, int]], scale: int, crop: int, step: int,
+                      thresh: int) -> int:
+    """LMDB map size for the HR plus LR databases: raw pixel bytes x1.25, page overhead, 32 MiB.
+
+    PNG values are at most ~1% larger than raw pixels (incompressible noise), so this holds
+    for both formats.
+    """
+    entries, raw = 0, 0
+    for h, w in sizes:
+        h, w = h - h % scale, w - w % scale
+        if h < crop or w < crop:
+            continue
+        n = len(subimage_grid(h, w, crop, step, thresh))
+        entries += n
+        raw += n * 3 * (crop * crop + (crop // scale) ** 2)
+    return int(raw * 1.25) + entries * 2 * 8192 + (32 << 20)
+
+
+class _LmdbSink:
+    """One LMDB being written: batched commits, a clear error when the map is full."""
+
+    def __init__(self, path: Path, map_size: int):
+        import lmdb
+
+        self._lmdb = lmdb
+        self.path = path
+        self.map_size = map_size
+        self.env = lmdb.open(str(path), map_size=map_size, meminit=False)
+        self.txn = self.env.begin(write=True)
+        self.pending = 0
+        self.meta: List[MetaEntry] = []
+
+    def put(self, key: str, value: bytes, entry: MetaEntry) -> None:
+        try:
+            if not self.txn.put(key.encode('ascii'), value, overwrite=False):
+                raise ValueError(f'duplicate sub-image key {key!r} in {self.path.name}')
+            self.pending += len(value)
+            if self.pending > _COMMIT_BYTES:
+                self.commit()
+        except self._lmdb.MapFullError:
+            raise RuntimeError(
+                f'LMDB map full while writing {self.path.name} (map_size={self.map_size} bytes); '
+                'pass a larger map_size (--map-size)') from None
+        self.meta.append(entry)
+
+    def commit(self) -> None:
+        try:
+            self.txn.commit()
+        except self._lmdb.MapFullError:
+            raise RuntimeError(
+                f'LMDB map full while writing {self.path.name} (map_size={self.map_size} bytes); '
+                'pass a larger map_size (--map-size)') from None
+        self.txn = self.env.begin(write=True)
+        self.pending = 0
+
+    def finish(self, fmt: str) -> None:
+        if fmt == RAW:
+            self.txn.put(FORMAT_KEY, RAW_MARKER)
+        self.commit()
+        self.close()
+        write_meta_info(self.path, self.meta)
+
+    def close(self) -> None:
+        if self.env is not None:
+            if self.txn is not None:
+                self.txn.abort()
+                self.txn = None
+            self.env.close()
+            self.env = None
+
+
+def _remove_stale_partials(out_dir: Path, prefix: str) -> None:
+    pattern = re.compile(rf'^\.{re.escape(prefix)}_sub\.partial-(\d+)$')
+    for p in out_dir.iterdir():
+        m = pattern.match(p.name)
+        if m and p.is_dir() and not _pid_alive(int(m.group(1))):
+            shutil.rmtree(p, ignore_errors=True)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _pair_jobs(hr_files: Sequence[Path], lr_dir: Optional[Path], scale: int, crop: int, step: int,
+               thresh: int, fmt: str, level: int) -> List[_Job]:
+    seen = {}
+    jobs = []
+    for hr in hr_files:
+        if hr.stem in seen:
+            raise ValueError(f'HR files {seen[hr.stem]} and {hr} share the name {hr.stem!r}')
+        seen[hr.stem] = hr
+        lr = None
+        if lr_dir is not None:
+            lr = find_lr_file(lr_dir, hr.stem, scale)
+            if lr is None:
+                raise FileNotFoundError(f'HR {hr} has no LR in {lr_dir} '
+                                        f'(looked for {hr.stem}x{scale}.png and {hr.stem}.png)')
+        jobs.append((str(hr), None if lr is None else str(lr), scale, crop, step, thresh, fmt, level))
+    return jobs
+
+
+def _run_jobs(jobs: List[_Job], workers: int) -> Iterator[List[_Record]]:
+    if workers <= 1:
+        for job in jobs:
+            yield cut_pair(job)
+        return
+    with Pool(workers) as pool:
+        yield from pool.imap(cut_pair, jobs)
+
+
+def create_paired_lmdb(hr_dir: os.PathLike, out_dir: os.PathLike, scale: int = 4, *,
+                       lr_dir: Optional[os.PathLike] = None, crop_size: int = 480, step: int = 240,
+                       thresh_size: int = 0, fmt: str = PNG, compress_level: int = 1,
+                       prefix: Optional[str] = None, workers: int = 1, overwrite: bool = False,
+                       map_size: Optional[int] = None, progress: bool = True) -> Tuple[Path, Path]:
+    """Write paired HR / LR sub-image LMDBs; returns ``(hr_lmdb, lr_lmdb)``.
+
+    ``lr_dir`` holds ``<stem>x<s>.png`` (or ``<stem>.png``) per HR image; without it the LR is
+    made with the MATLAB-exact bicubic. An LR must be ``floor(HR / scale)`` in size; the HR is
+    mod-cropped. Existing databases are an error unless ``overwrite`` (they are then replaced
+    only once the new ones are complete).
+    """
+    if fmt not in FORMATS:
+        raise ValueError(f'fmt must be one of {FORMATS}, got {fmt!r}')
+    scale = int(scale)
+    if scale < 1 or crop_size % scale or step % scale:
+        raise ValueError(f'crop_size ({crop_size}) and step ({step}) must be multiples of scale ({scale})')
+    out_dir = Path(out_dir)
+    prefix = prefix or default_prefix(hr_dir)
+    targets = lmdb_paths(out_dir, prefix, scale, fmt)
+    existing = [t for t in targets if t.exists()]
+    if existing and not overwrite:
+        raise FileExistsError(f'{", ".join(map(str, existing))} already exist(s); '
+                              'pass overwrite=True (--overwrite) to rebuild')
+    jobs = _pair_jobs(list_images(hr_dir), None if lr_dir is None else Path(lr_dir), scale,
+                      crop_size, step, thresh_size, fmt, compress_level)
+    if map_size is None:
+        map_size = estimate_map_size((read_image_size(j[0]) for j in jobs), scale, crop_size, step,
+                                     thresh_size)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    _remove_stale_partials(out_dir, prefix)
+    tmp = out_dir / f'.{prefix}_sub.partial-{os.getpid()}'
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    sinks = []
+    try:
+        sinks = [_LmdbSink(tmp / t.name, map_size) for t in targets]
+        bar = _progress_bar(len(jobs), f'{prefix} x{scale} {fmt}', progress)
+        for records in _run_jobs(jobs, workers):
+            for key, hr_val, hr_shape, lr_val, lr_shape in records:
+                comp = RAW if fmt == RAW else str(compress_level)
+                sinks[0].put(key, hr_val, MetaEntry(key, tuple(hr_shape), comp))
+                sinks[1].put(key, lr_val, MetaEntry(key, tuple(lr_shape), comp))
+            bar.update(1)
+        bar.close()
+        for sink in sinks:
+            sink.finish(fmt)
+        _move_into_place(tmp, targets, overwrite)
+    finally:
+        for sink in sinks:
+            sink.close()
+        shutil.rmtree(tmp, ignore_errors=True)
+    return targets
+
+
+def _move_into_place(tmp: Path, targets: Sequence[Path], overwrite: bool) -> None:
+    trash = tmp / '.replaced'
+    for t in targets:
+        if t.exists():
+            if not overwrite:
+                raise FileExistsError(f'{t} appeared while building; not replacing it')
+            trash.mkdir(exist_ok=True)
+            os.replace(t, trash / t.name)
+        os.replace(tmp / t.name, t)
+
+
+class _NoBar:
+    def update(self, n: int) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def _progress_bar(total: int, desc: str, enabled: bool):
+    if not enabled:
+        return _NoBar()
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit='img', desc=desc)
+

@@ -1,0 +1,192 @@
+"""tools/create_lmdb.py + data.lmdb_writer: bit-exact round trips, BasicSR compatibility, safety."""
+import importlib.util
+import shutil
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+import data.lmdb_writer as lmdb_writer
+from data.file_client import LmdbBackend
+from data.image_io import encode_png, read_image
+from data.lmdb_format import FORMAT_KEY, RAW_MARKER, read_meta_info
+from data.lmdb_writer import create_paired_lmdb, lmdb_paths
+from data.matlab_imresize import bicubic_downsample, modcrop
+from data.subimages import subimage_grid
+
+REPO = Path(__file__).resolve().parents[1]
+CROP, STEP, SCALE = 48, 24, 4
+
+
+@pytest.fixture(scope='module')
+def t91_subset(tmp_path_factory, shared_dir):
+    """Ten T91 images (copied: tests never write next to the reference data)."""
+    hr = tmp_path_factory.mktemp('t91') / 'T91_HR'
+    hr.mkdir()
+    for p in sorted((shared_dir / 'datasets' / 'train' / 'T91' / 'HR').glob('*.png'))[:10]:
+        shutil.copy(p, hr / p.name)
+    return hr
+
+
+def _expected(hr_dir: Path):
+    """name -> (HR sub-image, LR sub-image) made independently of the writer."""
+    out = {}
+    for p in sorted(hr_dir.glob('*.png')):
+        hr = modcrop(read_image(p), SCALE)
+        lr = bicubic_downsample(hr, SCALE)
+        for i, (y, x) in enumerate(subimage_grid(*hr.shape[:2], CROP, STEP), 1):
+            ly, lx, lc = y // SCALE, x // SCALE, CROP // SCALE
+            out[f'{p.stem}_s{i:03d}'] = (hr[y:y + CROP, x:x + CROP], lr[ly:ly + lc, lx:lx + lc])
+    return out
+
+
+def _build(hr_dir, out, fmt, **kw):
+    kw.setdefault('progress', False)
+    return create_paired_lmdb(hr_dir, out, SCALE, crop_size=CROP, step=STEP, fmt=fmt, **kw)
+
+
+@pytest.mark.parametrize('fmt', ['png', 'raw'])
+def test_round_trip_is_bit_exact(tmp_path, t91_subset, fmt):
+    hr_db, lr_db = _build(t91_subset, tmp_path, fmt)
+    assert (hr_db, lr_db) == lmdb_paths(tmp_path, 'T91', SCALE, fmt)
+    suffix = '_raw' if fmt == 'raw' else ''
+    assert hr_db.name == f'T91_HR_sub{suffix}.lmdb' and lr_db.name == f'T91_LR_bicubic_X4_sub{suffix}.lmdb'
+    expected = _expected(t91_subset)
+    hr_b, lr_b = LmdbBackend(str(hr_db)), LmdbBackend(str(lr_db))
+    assert hr_b.keys() == lr_b.keys() == list(expected)  # BasicSR order: image, then row-major
+    for key, (hr, lr) in expected.items():
+        np.testing.assert_array_equal(hr_b.get(key), hr)
+        np.testing.assert_array_equal(lr_b.get(key), lr)
+    first = (hr_db / 'meta_info.txt').read_text().splitlines()[0]
+    assert first == ('t1_s001 (48,48,3) raw' if fmt == 'raw' else 't1_s001.png (48,48,3) 1')
+    assert (lr_db / 'meta_info.txt').read_text().splitlines()[0].split()[1] == '(12,12,3)'
+    assert not [p for p in tmp_path.iterdir() if 'partial' in p.name]
+
+
+def test_png_databases_read_like_basicsr(tmp_path, t91_subset):
+    """BasicSR's reader: keys = line.split('.')[0], values decoded with cv2 as BGR."""
+    import lmdb
+
+    hr_db, _ = _build(t91_subset, tmp_path, 'png')
+    expected = _expected(t91_subset)
+    keys = [line.split('.')[0] for line in (hr_db / 'meta_info.txt').read_text().splitlines()]
+    env = lmdb.open(str(hr_db), readonly=True, lock=False, readahead=False, meminit=False)
+    with env.begin(write=False) as txn:
+        assert txn.get(FORMAT_KEY) is None  # PNG databases stay exactly BasicSR's layout
+        for key in keys:
+            bgr = cv2.imdecode(np.frombuffer(txn.get(key.encode('ascii')), np.uint8), cv2.IMREAD_UNCHANGED)
+            np.testing.assert_array_equal(bgr[:, :, ::-1], expected[key][0])
+    env.close()
+
+
+def test_reads_a_basicsr_made_lmdb(tmp_path):
+    """A database laid out as BasicSR's make_lmdb_from_imgs writes it (BGR PNG, level 1)."""
+    import lmdb
+
+    rng = np.random.default_rng(0)
+    imgs = {f'{i:04d}_s001': rng.integers(0, 256, (32, 24, 3), dtype=np.uint8) for i in range(1, 4)}
+    path = tmp_path / 'DIV2K_train_HR_sub.lmdb'
+    env = lmdb.open(str(path), map_size=1 << 24)
+    with env.begin(write=True) as txn:
+        for key, img in imgs.items():
+            ok, buf = cv2.imencode('.png', img[:, :, ::-1], [cv2.IMWRITE_PNG_COMPRESSION, 1])
+            txn.put(key.encode('ascii'), buf.tobytes())
+    env.close()
+    (path / 'meta_info.txt').write_text(''.join(f'{k}.png (32,24,3) 1\n' for k in imgs))
+    backend = LmdbBackend(str(path))
+    assert backend.keys() == list(imgs)
+    for key, img in imgs.items():
+        np.testing.assert_array_equal(backend.get(key), img)
+
+
+def test_raw_database_has_format_marker(tmp_path, t91_subset):
+    import lmdb
+
+    hr_db, _ = _build(t91_subset, tmp_path, 'raw')
+    env = lmdb.open(str(hr_db), readonly=True, lock=False)
+    with env.begin() as txn:
+        assert txn.get(FORMAT_KEY) == RAW_MARKER
+    env.close()
+    assert all(e.compression == 'raw' for e in read_meta_info(hr_db).values())
+
+
+def test_given_lr_folder_and_errors(tmp_path, t91_subset):
+    hr_dir = tmp_path / 'HR'
+    lr_dir = tmp_path / 'LR'
+    hr_dir.mkdir(), lr_dir.mkdir()
+    names = sorted(p.name for p in t91_subset.glob('*.png'))[:3]
+    for n in names:
+        shutil.copy(t91_subset / n, hr_dir / n)
+        lr = bicubic_downsample(read_image(t91_subset / n), SCALE)
+        cv2.imwrite(str(lr_dir / n.replace('.png', 'x4.png')), lr[:, :, ::-1])
+    hr_db, lr_db = _build(hr_dir, tmp_path / 'ok', 'raw', lr_dir=lr_dir, prefix='given')
+    assert LmdbBackend(str(lr_db)).keys() == LmdbBackend(str(hr_db)).keys()
+    # an HR without its LR, named before any work starts
+    (lr_dir / names[1].replace('.png', 'x4.png')).unlink()
+    with pytest.raises(FileNotFoundError, match=names[1]):
+        _build(hr_dir, tmp_path / 'e1', 'png', lr_dir=lr_dir)
+    # an LR of the wrong size
+    lr = read_image(t91_subset / names[1])[:40, :40]
+    cv2.imwrite(str(lr_dir / names[1].replace('.png', 'x4.png')), lr)
+    with pytest.raises(ValueError, match=names[1].replace('.png', 'x4.png')):
+        _build(hr_dir, tmp_path / 'e2', 'png', lr_dir=lr_dir)
+    # a corrupt HR
+    (hr_dir / names[2]).write_bytes(encode_png(lr)[:50])
+    with pytest.raises(ValueError, match=names[2]):
+        _build(hr_dir, tmp_path / 'e3', 'png')
+    for d in ('e1', 'e2', 'e3'):  # nothing that looks like a database is left behind
+        assert not (tmp_path / d).exists() or not any((tmp_path / d).iterdir())
+
+
+def test_existing_output_is_kept_and_interrupts_leave_nothing(tmp_path, t91_subset, monkeypatch):
+    hr_db, lr_db = _build(t91_subset, tmp_path, 'raw')
+    before = (hr_db / 'data.mdb').read_bytes()
+    with pytest.raises(FileExistsError, match='overwrite'):
+        _build(t91_subset, tmp_path, 'raw')
+    calls = []
+
+    def interrupted(job):
+        calls.append(job)
+        if len(calls) == 4:
+            raise KeyboardInterrupt
+        return real(job)
+
+    real = lmdb_writer.cut_pair
+    monkeypatch.setattr(lmdb_writer, 'cut_pair', interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        _build(t91_subset, tmp_path, 'raw', overwrite=True)
+    assert (hr_db / 'data.mdb').read_bytes() == before  # the complete database survived
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([hr_db.name, lr_db.name])
+    monkeypatch.setattr(lmdb_writer, 'cut_pair', real)
+    _build(t91_subset, tmp_path, 'raw', overwrite=True)
+    assert len(LmdbBackend(str(hr_db)).keys()) == len(_expected(t91_subset))
+
+
+def test_full_map_is_a_clear_error(tmp_path, t91_subset):
+    with pytest.raises(RuntimeError, match='map full'):
+        _build(t91_subset, tmp_path, 'raw', map_size=64 * 1024)
+    assert not list(tmp_path.iterdir())
+
+
+def test_small_image_and_bad_geometry(tmp_path, t91_subset):
+    with pytest.raises(ValueError, match='smaller than crop_size'):
+        create_paired_lmdb(t91_subset, tmp_path, SCALE, crop_size=1000, step=500, progress=False)
+    with pytest.raises(ValueError, match='multiples of scale'):
+        create_paired_lmdb(t91_subset, tmp_path, SCALE, crop_size=50, step=24, progress=False)
+    with pytest.raises(ValueError, match='fmt'):
+        create_paired_lmdb(t91_subset, tmp_path, SCALE, fmt='jpeg', progress=False)
+
+
+def test_cli_with_worker_processes(tmp_path, t91_subset):
+    spec = importlib.util.spec_from_file_location('create_lmdb_tool', REPO / 'tools' / 'create_lmdb.py')
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    argv = ['--hr', str(t91_subset), '--out', str(tmp_path), '--scale', '4', '--crop-size', '48',
+            '--step', '24', '--format', 'raw', '--workers', '2', '--prefix', 'cli']
+    assert tool.main(argv) == 0
+    hr_b = LmdbBackend(str(tmp_path / 'cli_HR_sub_raw.lmdb'))
+    expected = _expected(t91_subset)
+    assert hr_b.keys() == list(expected)
+    key = hr_b.keys()[-1]
+    np.testing.assert_array_equal(hr_b.get(key), expected[key][0])
