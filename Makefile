@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY      = $(VENV)/bin/python
 TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: test test-slow venv clean
+.PHONY: test test-slow demo venv clean
 
 $(VENV)/.installed: setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -15,11 +15,18 @@ $(VENV)/.installed: setup.py
 
 venv: $(VENV)/.installed
 
+# Two pytest workers with one thread each: on a 2-core machine this beats one process with two
+# OpenMP threads, whose barriers stall whenever another process takes a core.
+TEST_WORKERS ?= 2
+
 test: $(VENV)/.installed
-	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-2} $(PY) -m pytest -q
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(PY) -m pytest -q -n $(TEST_WORKERS)
 
 test-slow: $(VENV)/.installed
-	$(PY) -m pytest -q -m slow
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(PY) -m pytest -q -n $(TEST_WORKERS) -m slow
+
+demo: $(VENV)/.installed
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(PY) tools/demo.py
 
 clean:
 	rm -rf $(VENV) *.egg-info

@@ -1,7 +1,7 @@
 """ckdsr: contrastive knowledge distillation for compact single-image super-resolution."""
 from setuptools import setup
 
-PACKAGES = ['archs', 'losses', 'models', 'data', 'metrics', 'utils', 'engine']
+PACKAGES = ['archs', 'losses', 'models', 'models.distill', 'data', 'metrics', 'utils', 'engine', 'ckdsr_demo']
 
 setup(
     name='ckdsr',
@@ -24,7 +24,8 @@ setup(
     ],
     extras_require={
         # scikit-image: independent PSNR/SSIM oracle in tests and the demo's bundled photos;
-        # matplotlib: the demo's curves and crops pictures
-        'dev': ['pytest', 'scikit-image', 'matplotlib'],
+        # matplotlib: the demo's curves and crops pictures; pytest-xdist: two single-thread test
+        # workers (make test), which keep the suite fast on a 2-core machine
+        'dev': ['pytest', 'pytest-xdist', 'scikit-image', 'matplotlib'],
     },
 )

@@ -1,5 +1,6 @@
 """Models: own the trained networks, optimizers, EMA and resume state."""
 from models import kd_model  # noqa: F401
+from models import csd_model  # noqa: F401
 from models import sr_model  # noqa: F401
 from models.base_model import BaseModel  # noqa: F401
 from utils.registry import MODEL_REGISTRY

@@ -27,9 +27,14 @@ class NonFiniteLossError(RuntimeError):
 
 
 def select_device(num_gpu: Any, rank: int = 0) -> torch.device:
-    """``num_gpu: 0`` -> CPU; 'auto' or >0 -> this rank's CUDA device when CUDA is available."""
+    """``num_gpu: 0`` -> CPU; 'auto' or >0 -> this process's CUDA device when CUDA is available.
+
+    Under torchrun, ``utils.dist.init_dist`` has already selected the device of LOCAL_RANK.
+    """
     if num_gpu == 0 or not torch.cuda.is_available():
         return torch.device('cpu')
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.device('cuda', torch.cuda.current_device())
     return torch.device('cuda', rank % torch.cuda.device_count())
 
 
@@ -71,13 +76,15 @@ class BaseModel:
             self.ema = ModelEMA(self.net_g, decay)
         self.net_g.train()
         self.optimizers['g'] = build_optimizer(list(self.trainable_parameters()), train_opt['optim_g'])
+        # losses first: they may add param groups to optimizer g (e.g. FACD's regressors), which the
+        # scheduler must know from the start (it schedules, saves and restores every group)
+        self.build_losses(train_opt)
         if train_opt.get('scheduler'):
             self.schedulers['g'] = build_scheduler(self.optimizers['g'], train_opt['scheduler'],
                                                    warmup_iter=train_opt.get('warmup_iter', -1))
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=train_opt.get('amp') == 'fp16')
         self.grad_clip = train_opt.get('grad_clip')
         self.max_bad_steps = train_opt.get('max_bad_steps', 5)
-        self.build_losses(train_opt)
         self.net_g = self.wrap_for_training(self.net_g, train_opt)
 
     def wrap_for_training(self, net: nn.Module, train_opt: Dict[str, Any]) -> nn.Module:

@@ -131,6 +131,13 @@ class KDModel(BaseModel):
         for comp in self.components:
             comp.after_step(self, current_iter)
 
+    def train_step(self, batch: Dict[str, Any], current_iter: int) -> Dict[str, torch.Tensor]:
+        """BaseModel's step, plus what components log (e.g. PCL's discriminator loss)."""
+        out = super().train_step(batch, current_iter)
+        for comp in self.components:
+            out.update(comp.logs())
+        return out
+
     # ------------------------------------------------------------------ state
     def extra_state(self) -> Dict[str, Any]:
         return {c.name: c.state_dict() for c in self.components if c.state_dict()}

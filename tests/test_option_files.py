@@ -19,18 +19,23 @@ from utils.options import read_yaml, validate_tree
 
 REPO = Path(__file__).resolve().parents[1]
 OPTION_FILES = sorted(p for p in glob.glob(str(REPO / 'options' / '**' / '*.yml'), recursive=True))
-LR_PATCH = 12
+LR_PATCH = 6
+MIN_HR = 16  # VGG relu5_1 and the VQGAN's f16 encoder need >= 16 px
+
+
+def lr_patch(scale: int) -> int:
+    return max(LR_PATCH, -(-MIN_HR // scale))
 
 
 def tiny_data(tree, tmp: Path):
     """Swap the datasets for a few synthetic photos (the loaders are tested elsewhere)."""
     scale = tree.get('scale', 4)
-    folder = make_image_folder(tmp / 'data', 3, size=LR_PATCH * scale * 2)
+    folder = make_image_folder(tmp / 'data', 3, size=lr_patch(scale) * scale * 2)
     datasets = {}
     for key, cfg in (tree.get('datasets') or {}).items():
         if key.startswith('train'):
             datasets[key] = {'type': 'PairedImageDataset', 'dataroot_gt': str(folder / 'HR'), 'lq_from_gt': True,
-                             'io_backend': {'type': 'disk'}, 'gt_size': LR_PATCH * scale, 'batch_size_per_gpu': 2}
+                             'io_backend': {'type': 'disk'}, 'gt_size': lr_patch(scale) * scale, 'batch_size_per_gpu': 2}
         else:
             datasets[key] = {'type': 'BenchmarkDataset', 'dataroot': str(folder), 'name': cfg.get('name', key)}
     return {**tree, 'datasets': datasets}

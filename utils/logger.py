@@ -18,8 +18,9 @@ def _our_handlers(logger: logging.Logger):
 def get_root_logger(log_file: Optional[str] = None, level: int = logging.INFO) -> logging.Logger:
     """The 'ckdsr' logger, set up once per process (repeated calls add nothing twice).
 
-    Rank 0 logs at ``level`` to the console and, once ``log_file`` is given, appends to that file
-    (a later call may add the file). Other ranks log warnings and errors to the console only.
+    Rank 0 logs at ``level`` to the console and, once ``log_file`` is given, appends to that file;
+    a later call with another file switches to it (runs started one after another in one process
+    each keep their own log). Other ranks log warnings and errors to the console only.
     Records still propagate to the root logger (so pytest's ``caplog`` sees them); do not add
     handlers to the root logger as well, or lines print twice.
     """
@@ -33,14 +34,18 @@ def get_root_logger(log_file: Optional[str] = None, level: int = logging.INFO) -
         console.setFormatter(logging.Formatter(LOG_FORMAT))
         setattr(console, _MARK, True)
         logger.addHandler(console)
-    if log_file is not None and rank == 0:
-        path = os.path.abspath(log_file)
-        if not any(isinstance(h, logging.FileHandler) and h.baseFilename == path for h in ours):
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            handler = logging.FileHandler(path, mode='a', encoding='utf-8')
-            handler.setFormatter(logging.Formatter(LOG_FORMAT))
-            setattr(handler, _MARK, True)
-            logger.addHandler(handler)
+    files = [h for h in ours if isinstance(h, logging.FileHandler)]
+    wanted = os.path.abspath(log_file) if (log_file is not None and rank == 0) else None
+    for h in files:  # one log file at a time: a new run in the same process gets only its own
+        if rank != 0 or (wanted is not None and h.baseFilename != wanted):
+            logger.removeHandler(h)
+            h.close()
+    if wanted is not None and not any(h.baseFilename == wanted for h in files):
+        os.makedirs(os.path.dirname(wanted), exist_ok=True)
+        handler = logging.FileHandler(wanted, mode='a', encoding='utf-8')
+        handler.setFormatter(logging.Formatter(LOG_FORMAT))
+        setattr(handler, _MARK, True)
+        logger.addHandler(handler)
     return logger
 
 

@@ -29,6 +29,10 @@ class Component:
     def after_step(self, model, current_iter: int) -> None:
         pass
 
+    def logs(self) -> Dict[str, Any]:
+        """Detached values to log with this step's losses (e.g. a discriminator's loss); not summed."""
+        return {}
+
     def state_dict(self) -> Dict[str, Any]:
         return {}
 

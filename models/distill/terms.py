@@ -39,6 +39,14 @@ def forward_args(loss: nn.Module) -> List[str]:
             if p.default is inspect.Parameter.empty and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
 
 
+def optional_args(loss: nn.Module) -> List[str]:
+    """Names of the tensors a loss's ``forward`` takes optionally (with a default), e.g. FACD's
+    ``alpha``; they are fed from a signal only when the term's ``inputs:`` names them."""
+    sig = inspect.signature(loss.forward)
+    return [n for n, p in sig.parameters.items()
+            if p.default is not inspect.Parameter.empty and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+
+
 @dataclass
 class Term:
     name: str
@@ -65,9 +73,12 @@ def build_terms(cfgs: List[Mapping[str, Any]], device: torch.device, where: str 
             else:
                 raise KeyError(f"{where}.{i}.inputs: loss {cfg['type']} takes '{arg}'; say which signal "
                                f"feeds it (inputs: {{{arg}: <signal>}})")
+        for arg in optional_args(loss):  # an optional argument reads a signal only when named
+            if arg in given:
+                inputs[arg] = given.pop(arg)
         if given:
             raise KeyError(f"{where}.{i}.inputs: {cfg['type']}.forward has no argument(s) {sorted(given)}; "
-                           f"it takes {forward_args(loss)}")
+                           f"it takes {forward_args(loss) + optional_args(loss)}")
         name = cfg.get('name') or f"l_{cfg['type'].replace('Loss', '').lower()}"
         base, k = name, 2
         while name in names:
