@@ -1,0 +1,110 @@
+"""CSD's option section and its paper/official switch (Wang et al., "Towards Compact Single Image
+Super-Resolution via Contrastive Self-distillation", IJCAI 2021); the model is
+:class:`models.csd_model.CSDModel`.
+
+``distill.csd.variant`` fills in, for the options a file leaves out, what the paper and the released
+code (github.com/Booooooooooo/CSD, ``PyTorch version``: ``trainer/slim_contrast_trainer.py``,
+``loss/contrast_loss.py``, ``main.py --contrast_t_detach --neg_num 10 --contra_lambda 200 --t_lambda 1``)
+do differently. An option the file sets itself always wins:
+
+==========================  ===================================  =====================================
+what                        paper                                official
+==========================  ===================================  =====================================
+VGG input                   ImageNet mean/std on [0, 1]          raw [0, 255] pixels, no mean/std
+(``distill.embedding``                                           (``Vgg19`` fed the ``rgb_range=255``
+``.input_norm``)                                                 tensors): ``none_255``
+negatives (``clamp_``       bicubic upsampling clamped to the    bicubic upsampling left unclamped
+``negatives``)              image range [0, 1]                   (``nn.Upsample(mode='bicubic')``
+                                                                 overshoots at edges)
+initialisation              not stated                           the shared net starts from a trained
+                                                                 full-width EDSR (``--teacher_model``):
+                                                                 a warning when
+                                                                 ``path.pretrain_network_g`` is unset
+==========================  ===================================  =====================================
+
+The same in both (checked in the released code): the teacher's VGG features are detached in the
+contrastive term (``--contrast_t_detach``; ContrastiveRatioLoss ``detach_positive: true``); the negatives
+are the bicubic-upsampled LR of ``neg_num = 10`` images of the batch, shared by every anchor
+(``lr[torch.randperm(neg_num)]``: the first 10 images of the shuffled batch, which is the same draw
+in distribution as our 10 random batch images); the ratio is ``l1(T, S) / (sum_k mean|S - N_k| +
+1e-7)`` per VGG layer with weights 1/32 ... 1; ``L = L1(S, HR) + 200 L_con + 1 L1(T, HR)``, the
+teacher term kept for the whole run (``--t_l_remove 400`` = the epoch count); Adam lr 1e-4 x0.1 at
+epoch 200 of 400 (1000 iterations of batch 16 per epoch). The official code computes its L1 terms
+on [0, 255] images; the option files therefore weight L1 terms by 255 (see ``options/csd_edsr_x4.yml``).
+"""
+from typing import Any, Dict, List, Literal, Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+
+from models.distill.negatives import BicubicNegatives
+from models.signals import Provider
+from utils.option_spec import Field, Section
+
+VARIANTS = ('paper', 'official')
+
+#: per variant: (VGG19Features input_norm, clamp the bicubic negatives to [0, 1])
+VARIANT_DEFAULTS: Dict[str, Dict[str, Any]] = {
+    'paper': {'input_norm': 'imagenet', 'clamp_negatives': True},
+    'official': {'input_norm': 'none_255', 'clamp_negatives': False},
+}
+
+CSD_SCHEMA = Section({
+    'variant': Field(Literal['paper', 'official'], 'paper',
+                     'paper | official: defaults for what the released code does differently (VGG input '
+                     'scaling, unclamped negatives); an option set explicitly always wins'),
+    'student_width': Field(float, 0.25, 'width_mult of the student (CS-Student): the first channels of '
+                                        'every conv; validation and export use it'),
+    'teacher_width': Field(float, 1.0, 'width_mult of the jointly trained teacher'),
+    'clamp_negatives': Field(Optional[bool], None, 'clamp the bicubic negatives to [0, 1] '
+                                                   '(null: the variant decides; paper true, official false)'),
+    'export_student': Field(bool, True, "also write the student as a plain narrow EDSR state_dict under "
+                                        "'params_student' in every exported weights file"),
+}, doc='CSD: one slimmable net trained at two widths (CSDModel)')
+
+
+def resolve_variant(opt: Dict[str, Any]) -> Tuple[Dict[str, Any], List[str]]:
+    """A copy of ``opt`` with ``distill.csd`` and the VGG embedding's ``input_norm`` filled from
+    ``distill.csd.variant`` where the file left them out, plus one note per value filled in.
+    ``opt`` is not modified."""
+    import copy
+    out = copy.deepcopy(opt)
+    distill = out.setdefault('distill', {}) or {}
+    out['distill'] = distill
+    csd = dict(distill.get('csd') or {})
+    variant = csd.get('variant') or 'paper'
+    if variant not in VARIANTS:
+        raise ValueError(f"distill.csd.variant: expected one of {VARIANTS}, got {variant!r}")
+    defaults = VARIANT_DEFAULTS[variant]
+    notes = []
+    csd.setdefault('variant', variant)
+    csd.setdefault('student_width', 0.25)
+    csd.setdefault('teacher_width', 1.0)
+    csd.setdefault('export_student', True)
+    if csd.get('clamp_negatives') is None:
+        csd['clamp_negatives'] = defaults['clamp_negatives']
+        notes.append(f"distill.csd.clamp_negatives = {csd['clamp_negatives']} (variant {variant})")
+    distill['csd'] = csd
+    emb = distill.get('embedding')
+    if emb and emb.get('type') == 'VGG19Features' and 'input_norm' not in emb:
+        distill['embedding'] = {**emb, 'input_norm': defaults['input_norm']}
+        notes.append(f"distill.embedding.input_norm = {defaults['input_norm']} (variant {variant})")
+    return out, notes
+
+
+class UnclampedBicubicNegatives(BicubicNegatives):
+    """The official code's negatives: the same draw as :class:`BicubicNegatives` (``num`` batch
+    images, shared by every anchor, from the component's own generator so a resumed run draws the
+    same), bicubic-upsampled WITHOUT clamping to [0, 1], as ``nn.Upsample(mode='bicubic')`` leaves
+    them in ``slim_contrast_trainer.py``."""
+
+    def providers(self) -> List[Provider]:
+        def make(step):
+            lq = step['lq']
+            b = lq.shape[0]
+            idx = torch.randperm(b, generator=self.generator)[:min(self.num, b)].to(lq.device)
+            up = F.interpolate(lq[idx], scale_factor=self.scale, mode='bicubic', align_corners=False)
+            return {'negatives': up}
+
+        return [Provider(('negatives',), make, deps=('lq',),
+                         doc='bicubic-upsampled LR of batch images, unclamped (CSD official)')]
