@@ -119,6 +119,35 @@ class Encoder(nn.Module):
         self.conv_out = nn.Conv2d(block_in, 2 * z_channels if double_z else z_channels, 3, 1, 1)
 
 
+class _Inert:
+    """Stands in for a class a checkpoint pickles besides its tensors; runs no code."""
+
+    def __init__(self, *args, **kwargs):
+        pass
+
+    def __setstate__(self, state):
+        self.state = state
+
+
+def _load_with_inert_globals(path: str, option_key: str, err: Exception):
+    """A Lightning checkpoint (taming's ``last.ckpt``) also pickles classes of packages we do not
+    need or have (``pytorch_lightning`` callback classes as dict keys, ``omegaconf`` hyper-parameters):
+    read them as inert placeholders, still with ``weights_only=True``, so no package is imported and
+    no pickled code runs. Falls back to a full unpickle only if that fails."""
+    names = torch.serialization.get_unsafe_globals_in_checkpoint(path)
+    stubs = [(type(name.rsplit('.', 1)[-1], (_Inert,), {}), name) for name in names]
+    warnings.warn(f'{option_key}: {path} is not loadable with weights_only=True as is (it pickles '
+                  f"{', '.join(names[:4])}{' ...' if len(names) > 4 else ''}); reading those objects as "
+                  'inert placeholders')
+    try:
+        with torch.serialization.safe_globals(stubs):
+            return torch.load(path, map_location='cpu', weights_only=True)
+    except pickle.UnpicklingError as again:
+        warnings.warn(f'{option_key}: {path}: placeholders were not enough ({type(again).__name__}: '
+                      f'{again}); loading it as a full pickle (first error: {type(err).__name__})')
+        return torch.load(path, map_location='cpu', weights_only=False)
+
+
 @ARCH_REGISTRY.register()
 class VQGANEncoder(nn.Module):
     """VQGAN encoder + ``quant_conv`` + codebook; forward returns DCKD's tapped features.
@@ -200,9 +229,7 @@ class VQGANEncoder(nn.Module):
         try:
             ckpt = torch.load(path, map_location='cpu', weights_only=True)
         except pickle.UnpicklingError as err:  # Lightning checkpoints may pickle other objects
-            warnings.warn(f'{self.option_key}: {path} is not loadable with weights_only=True '
-                          f'({type(err).__name__}); loading it as a full pickle')
-            ckpt = torch.load(path, map_location='cpu', weights_only=False)
+            ckpt = _load_with_inert_globals(path, self.option_key, err)
         state = ckpt.get('state_dict', ckpt) if isinstance(ckpt, dict) else None
         if not isinstance(state, dict):
             raise ValueError(f'{self.option_key}: {path} holds no state dict')

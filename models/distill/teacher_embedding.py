@@ -1,0 +1,215 @@
+"""An embedding that needs no download: the frozen teacher's own features (``distill.teacher_embedding``).
+
+DCKD contrasts images in the feature space of a pretrained VQGAN encoder and maps features to its
+codebook (DMM). This component gives the same signals -- ``emb_sr`` (with gradient),
+``emb_teacher_sr``, ``emb_negatives``, ``emb_gt``, ``emb_positives``, ``z_sr``, ``z_teacher_sr``,
+``codebook`` -- from the teacher the run already loads, so DCKD runs fully offline.
+
+How an image is embedded (an HR-size image: the student output, the teacher output, a history
+negative): it is bicubic-downscaled by ``downscale`` (default: the run's scale; torch's antialiased
+bicubic, differentiable, equal to MATLAB's ``imresize`` away from the borders) -- the teacher's
+input domain -- and the frozen teacher runs on it *only up to the last tapped module* (a forward
+hook stops the pass there). The outputs of the modules at ``taps`` are the embedding levels
+(``ContrastiveRatioLoss`` gets one weight per tap). ``z`` for DMM is the output of ``z_tap``
+(default: the last tap), L2-normalised over channels when ``normalize_z`` (squared distances then
+lie in [0, 4], so the DMM softmax has a known scale); its codebook is fitted offline by k-means over
+teacher features of the training set (``tools/fit_codebook.py``) and read from ``codebook_path``.
+
+The teacher's weights are shared with the ``teacher_sr`` forward (no second copy). The embedding
+passes follow :class:`~models.distill.embedding.Embedding`: one pass with gradient for the student
+output, one no-grad batched pass over every frozen image set.
+"""
+import os
+from typing import Any, Dict, List, Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from models.distill.embedding import Embedding
+from models.distill.registry import ComponentSpec, register_component
+from models.signals import Provider
+from utils.feature_taps import FeatureTaps, resolve_module
+from utils.option_spec import REQUIRED, Field, Section
+
+CODEBOOK_FORMAT = 'ckdsr.teacher_codebook.v1'
+Z_SIGNALS = ('z_sr', 'z_teacher_sr', 'codebook')
+FIT_HINT = ('fit one with: python tools/fit_codebook.py -opt <this option file> --num-codes 1024 '
+            '--out <codebook.pth>')
+
+
+class _StopForward(Exception):
+    """Raised by a hook once every tapped module has run: the rest of the teacher is not needed."""
+
+
+def downscale_bicubic(x: torch.Tensor, factor: int) -> torch.Tensor:
+    """Antialiased bicubic downscaling by an integer ``factor`` (differentiable); 1 is the identity."""
+    if factor == 1:
+        return x
+    if x.shape[-2] % factor or x.shape[-1] % factor:
+        raise ValueError(f'teacher embedding: image size {tuple(x.shape[-2:])} is not a multiple of the '
+                         f'downscale factor {factor}')
+    size = (x.shape[-2] // factor, x.shape[-1] // factor)
+    return F.interpolate(x, size=size, mode='bicubic', align_corners=False, antialias=True)
+
+
+def save_codebook(path: str, codebook: torch.Tensor, meta: Dict[str, Any]) -> str:
+    """Write a codebook file: ``{'format', 'codebook': (K, D) float32, 'meta': {...}}``."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    torch.save({'format': CODEBOOK_FORMAT, 'codebook': codebook.detach().float().cpu().contiguous(),
+                'meta': dict(meta)}, path)
+    return path
+
+
+def load_codebook(path: str, where: str = 'distill.teacher_embedding.codebook_path'):
+    """``(codebook (K, D), meta)`` from a file written by :func:`save_codebook`."""
+    if not path or not os.path.isfile(os.path.expanduser(path)):
+        state = 'is not set' if not path else f'points to a missing file ({path})'
+        raise FileNotFoundError(f'{where} {state}: DMM with the teacher embedding needs a codebook fitted '
+                                f'on teacher features; {FIT_HINT}')
+    data = torch.load(os.path.expanduser(path), map_location='cpu', weights_only=True)
+    if not isinstance(data, dict) or data.get('format') != CODEBOOK_FORMAT or 'codebook' not in data:
+        raise ValueError(f'{where}: {path} is not a teacher codebook written by tools/fit_codebook.py')
+    book = data['codebook']
+    if book.dim() != 2:
+        raise ValueError(f'{where}: {path} holds a codebook of shape {tuple(book.shape)}, expected (K, D)')
+    return book.float(), dict(data.get('meta') or {})
+
+
+class TeacherFeatures(nn.Module):
+    """``forward(x)`` -> features at ``taps`` (list), or ``(features, z)`` when ``with_z``.
+
+    ``x``: HR-size images (N, C, H, W) in [0, 1]; they are downscaled by ``downscale`` and the
+    teacher ``net`` runs up to the last tapped module. ``codebook`` ((K, D) buffer) when given.
+    """
+
+    def __init__(self, net: nn.Module, taps: Sequence[str], downscale: int, z_tap: Optional[str] = None,
+                 with_z: bool = False, normalize_z: bool = True, codebook: Optional[torch.Tensor] = None):
+        super().__init__()
+        if not taps:
+            raise ValueError('distill.teacher_embedding.taps: name at least one module path of network_t')
+        if int(downscale) < 1:
+            raise ValueError(f'distill.teacher_embedding.downscale must be >= 1, got {downscale}')
+        self.net = net
+        self.taps = list(taps)
+        self.downscale = int(downscale)
+        self.with_z = with_z
+        self.z_tap = z_tap or self.taps[-1]
+        self.normalize_z = normalize_z
+        self.paths = self.taps + ([self.z_tap] if with_z and self.z_tap not in self.taps else [])
+        for p in self.paths:
+            resolve_module(self.net, p)  # unknown paths fail now, naming the closest ones
+        if codebook is not None:
+            self.register_buffer('codebook', codebook.clone())
+        else:
+            self.codebook = None
+
+    def features(self, x: torch.Tensor) -> List[torch.Tensor]:
+        """Outputs of ``self.paths`` for images ``x``, stopping the teacher after the last of them."""
+        lr = downscale_bicubic(x, self.downscale)
+        seen = set()
+
+        def stopper(path):
+            def hook(_module, _args, _output):
+                seen.add(path)
+                if len(seen) == len(self.paths):
+                    raise _StopForward
+            return hook
+
+        with FeatureTaps(self.net, self.paths) as taps:  # its hooks run before the stoppers
+            handles = [resolve_module(self.net, p).register_forward_hook(stopper(p)) for p in self.paths]
+            try:
+                self.net(lr)
+            except _StopForward:
+                pass
+            finally:
+                for h in handles:
+                    h.remove()
+            return taps.features()
+
+    def forward(self, x: torch.Tensor):
+        feats = self.features(x)
+        out = [f.float() for f in feats[:len(self.taps)]]
+        if not self.with_z:
+            return out
+        z = feats[self.paths.index(self.z_tap)].float()
+        if z.dim() != 4:
+            raise ValueError(f"distill.teacher_embedding.z_tap: the output of '{self.z_tap}' has shape "
+                             f'{tuple(z.shape)}; DMM needs an image-shaped (B, D, h, w) feature map')
+        if self.normalize_z:
+            z = F.normalize(z, dim=1, eps=1e-8)
+        if self.codebook is not None and z.shape[1] != self.codebook.shape[1]:
+            raise ValueError(f"distill.teacher_embedding.codebook_path: the codebook has dimension "
+                             f"{self.codebook.shape[1]} but '{self.z_tap}' gives {z.shape[1]} channels; {FIT_HINT}")
+        return out, z
+
+
+def check_codebook_meta(meta: Dict[str, Any], z_tap: str, normalize_z: bool, downscale: int, path: str) -> None:
+    """The codebook must come from the same features the run computes."""
+    expect = {'z_tap': z_tap, 'normalize_z': normalize_z, 'downscale': downscale}
+    bad = [f'{k}: file {meta[k]!r} vs options {v!r}' for k, v in expect.items() if k in meta and meta[k] != v]
+    if bad:
+        raise ValueError(f"distill.teacher_embedding.codebook_path: {path} was fitted on other features "
+                         f"({'; '.join(bad)}); {FIT_HINT}")
+
+
+def build_teacher_features(teacher_net: nn.Module, cfg: Dict[str, Any], scale: int,
+                           with_codebook: bool = True) -> TeacherFeatures:
+    """The :class:`TeacherFeatures` of a ``distill.teacher_embedding`` section (codebook loaded)."""
+    downscale = int(cfg.get('downscale') or scale)
+    taps = list(cfg['taps'])
+    z_tap = cfg.get('z_tap') or taps[-1]
+    path = cfg.get('codebook_path') if with_codebook else None
+    codebook = None
+    if path:
+        codebook, meta = load_codebook(path)
+        check_codebook_meta(meta, z_tap, bool(cfg.get('normalize_z', True)), downscale, path)
+    with_z = bool(path) or not with_codebook
+    net = TeacherFeatures(teacher_net, taps, downscale, z_tap, with_z=with_z,
+                          normalize_z=bool(cfg.get('normalize_z', True)), codebook=codebook)
+    return net.to(next(teacher_net.parameters()).device)
+
+
+class TeacherEmbedding(Embedding):
+    """:class:`Embedding` over :class:`TeacherFeatures` (same providers, same batching)."""
+
+    name = 'teacher_embedding'
+
+    def __init__(self, model, cfg: Dict[str, Any]):  # noqa: super().__init__ builds a net from a cfg
+        if getattr(model, 'teacher', None) is None:
+            raise ValueError('distill.teacher_embedding: embeds with the teacher; set network_t and '
+                             'path.pretrain_network_t')
+        if (model.opt.get('distill') or {}).get('embedding'):
+            raise ValueError('distill.embedding and distill.teacher_embedding both provide the emb_* signals; '
+                             'set only one')
+        self.net = build_teacher_features(model.teacher.net, cfg, model.scale)
+
+    def providers(self) -> List[Provider]:
+        providers = super().providers()
+        if self.net.codebook is not None:
+            return providers
+
+        def guarded(fn):
+            def run(step):
+                if any(step.wants(s) for s in Z_SIGNALS):
+                    raise FileNotFoundError('distill.teacher_embedding.codebook_path is not set: a term reads '
+                                            f'{"/".join(Z_SIGNALS)} (DMM) from a codebook fitted on teacher '
+                                            f'features; {FIT_HINT}')
+                return fn(step)
+            return run
+
+        return [Provider(p.outputs, guarded(p.fn), p.deps, p.doc) for p in providers]
+
+
+register_component(ComponentSpec(
+    key='teacher_embedding',
+    schema=Section({
+        'taps': Field(Sequence[str], REQUIRED, 'module paths of network_t whose outputs are the embedding levels'),
+        'downscale': Field(Optional[int], None, 'bicubic downscale before the teacher (default: the run scale)'),
+        'z_tap': Field(Optional[str], None, 'module path whose output is z for DMM (default: the last tap)'),
+        'normalize_z': Field(bool, True, 'L2-normalise z over channels (before k-means and in training)'),
+        'codebook_path': Field(Optional[str], None, 'codebook fitted by tools/fit_codebook.py (needed for DMM)',
+                               path=True),
+    }, absent_none=True, doc='offline embedding: the frozen teacher\'s own features (no VQGAN download)'),
+    build=lambda model, cfg: TeacherEmbedding(model, cfg),
+    doc='provides emb_sr, emb_teacher_sr, emb_negatives, emb_gt, emb_positives, z_sr, z_teacher_sr, codebook'))
