@@ -54,7 +54,8 @@ class KDModel(BaseModel):
         self.components: List[Component] = []
         if opt.get('network_t'):
             self.teacher = Teacher(opt['network_t'], opt.get('path') or {}, self.scale, self.device,
-                                   taps=taps.get('teacher') or (), autocast=self.autocast)
+                                   taps=taps.get('teacher') or (), autocast=self.autocast,
+                                   channels_last=self.channels_last)
             self.components.append(self.teacher)
         else:
             self.teacher = None

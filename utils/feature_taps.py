@@ -41,9 +41,11 @@ def resolve_module(root: nn.Module, path: str) -> nn.Module:
     KeyError naming it and the closest existing module paths."""
     while path.startswith(WRAPPER_PREFIXES):
         path = path.split('.', 1)[1]
+    try:  # direct lookup; the full scan below is only for the error message
+        return root.get_submodule(path)
+    except AttributeError:
+        pass
     modules = dict(root.named_modules())
-    if path in modules:
-        return modules[path]
     hits = closest(path, [p for p in modules if p], n=5)
     hint = f"; closest: {', '.join(hits)}" if hits else ''
     raise KeyError(f"feature tap '{path}' is not a module path of {type(root).__name__}{hint}")

@@ -22,7 +22,7 @@ sys.path.insert(0, str(ROOT))
 OPTIONS = ROOT / 'options' / 'experiments' / 'cpu_carnm_x4'
 RESULTS = ROOT / 'benchmarks' / 'results'
 SETS = ('Set5', 'Set14')
-METHODS = ('scratch', 'logits_kd', 'fakd', 'csd', 'facd', 'dckd_offline', 'pcl_finetune')
+METHODS = ('scratch', 'logits_kd', 'fakd', 'facd', 'dckd_offline', 'csd', 'l1_finetune', 'pcl_finetune')
 
 
 def shared() -> Path:
@@ -59,7 +59,18 @@ class Bicubic:
         return torch.from_numpy(np.clip(up, 0, 1)).permute(2, 0, 1)[None].float()
 
 
+CODEBOOK = ROOT / 'benchmarks' / 'kd_cpu' / 'work' / 'carnm_c3_codebook.pth'
+
+
+def fit_codebook_if_needed(method: str) -> None:
+    """The offline DCKD run needs a codebook fitted on the teacher's features first."""
+    if method == 'dckd_offline' and not CODEBOOK.exists():
+        subprocess.run([sys.executable, 'tools/fit_codebook.py', '-opt', str(OPTIONS / f'{method}.yml'),
+                        '--num-codes', '256', '--out', str(CODEBOOK)], cwd=ROOT, check=True)
+
+
 def train(method: str, sets) -> float:
+    fit_codebook_if_needed(method)
     cmd = [sys.executable, 'tools/train.py', '-opt', str(OPTIONS / f'{method}.yml')]
     if sets:
         cmd += ['--set', *sets]
@@ -76,12 +87,13 @@ def student_net(method: str):
     exp = Path(opt['path']['experiments_root'])
     exp = exp if exp.is_absolute() else ROOT / exp
     weights = exp / opt['name'] / 'models' / 'net_g_latest.pth'
-    cfg = opt['network_g']
-    if cfg['type'] == 'SlimmableEDSR':  # CSD: evaluate the exported narrow student
-        weights = weights.with_name('net_g_latest_student.pth')
-        cfg = opt['network_s'] if 'network_s' in opt else cfg
+    cfg, key = opt['network_g'], 'auto'
+    if cfg['type'] == 'SlimmableEDSR':  # CSD: the exported narrow student (params_student)
+        width = opt['distill']['csd']['student_width']
+        cfg = {'type': 'EDSR', 'num_feat': int(cfg['num_feat'] * width), 'num_block': cfg['num_block']}
+        key = 'params_student'
     net = build_network(cfg, 4)
-    load_weights(net, str(weights), 'auto', True, str(weights))
+    load_weights(net, str(weights), key, True, str(weights))
     from utils.complexity import count_params
     return net, count_params(net)
 

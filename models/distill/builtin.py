@@ -11,7 +11,7 @@ register_component(ComponentSpec(
     key='embedding',
     schema=Block(registry_resolver(ARCH_REGISTRY), 'arch', required=False,
                  doc='frozen embedding net for contrastive terms (VGG19Features, VQGANEncoder, ...)'),
-    build=lambda model, cfg: Embedding(cfg, model.device),
+    build=lambda model, cfg: Embedding(cfg, model.device, channels_last=model.channels_last),
     doc='provides emb_sr, emb_teacher_sr, emb_gt, emb_negatives, emb_positives, z_sr, z_teacher_sr, codebook'))
 
 register_component(ComponentSpec(

@@ -38,10 +38,11 @@ def _split(x: torch.Tensor, sizes: Sequence[int], shapes: Sequence[Tuple[int, ..
 class Embedding(Component):
     name = 'embedding'
 
-    def __init__(self, cfg: Dict[str, Any], device: torch.device, where: str = 'distill.embedding'):
+    def __init__(self, cfg: Dict[str, Any], device: torch.device, where: str = 'distill.embedding',
+                 channels_last: bool = False):
         cfg = dict(cfg)
         extra = _option_key_kwargs(cfg, where)
-        self.net = freeze(to_device(build_network({**cfg, **extra}), device))
+        self.net = freeze(to_device(build_network({**cfg, **extra}), device, channels_last))
 
     def _run(self, x: torch.Tensor):
         out = self.net(x)

@@ -24,7 +24,7 @@ class Teacher(Component):
     name = 'teacher'
 
     def __init__(self, cfg: Dict[str, Any], path_opt: Dict[str, Any], scale: int, device: torch.device,
-                 taps: Sequence[str] = (), autocast=None):
+                 taps: Sequence[str] = (), autocast=None, channels_last: bool = False):
         net = build_network(cfg, scale)
         weights = path_opt.get('pretrain_network_t')
         if not weights:
@@ -32,7 +32,7 @@ class Teacher(Component):
                                     '(train one with options/train_*.yml or use a published checkpoint)')
         load_weights(net, weights, path_opt.get('param_key_t', 'auto'), path_opt.get('strict_load_t', True),
                      'path.pretrain_network_t')
-        self.net = freeze(to_device(net, device))
+        self.net = freeze(to_device(net, device, channels_last))  # same memory format as its input
         self.tap_paths = list(taps)
         FeatureTaps(self.net, self.tap_paths).remove()  # check the paths now, not at the first step
         self.autocast = autocast
