@@ -58,3 +58,25 @@ class Upsample(nn.Sequential):
             for _ in range(int(math.log2(scale))):
                 layers += [nn.Conv2d(num_feat, 4 * num_feat, 3, 1, 1), nn.PixelShuffle(2)]
         super().__init__(*layers)
+
+
+class MeanShiftedResidualSR(nn.Module):
+    """The frame EDSR and RCAN share (BasicSR key names): ``conv_first`` on the mean-shifted input
+    scaled by ``img_range``, a ``body``, ``conv_after_body`` with the long skip, ``upsample`` and
+    ``conv_last``; output shifted back to [0, 1]. Subclasses call :meth:`build_frame`."""
+
+    def build_frame(self, arch: str, num_in_ch: int, num_out_ch: int, num_feat: int, upscale: int,
+                    img_range: float, rgb_mean: Sequence[float], body_fn: Callable[[], nn.Module]) -> None:
+        self.upscale, self.img_range = upscale, img_range
+        self.register_buffer('mean', image_mean(arch, rgb_mean, num_in_ch, num_out_ch), persistent=False)
+        self.conv_first = nn.Conv2d(num_in_ch, num_feat, 3, 1, 1)
+        self.body = body_fn()
+        self.conv_after_body = nn.Conv2d(num_feat, num_feat, 3, 1, 1)
+        self.upsample = Upsample(upscale, num_feat)
+        self.conv_last = nn.Conv2d(num_feat, num_out_ch, 3, 1, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mean = self.mean.to(x.dtype)
+        x = self.conv_first((x - mean) * self.img_range)
+        res = self.conv_after_body(self.body(x)) + x
+        return self.conv_last(self.upsample(res)) / self.img_range + mean

@@ -1,15 +1,13 @@
 """EDSR (Lim et al., CVPR-W 2017) with BasicSR's class, argument and state_dict key names."""
 from typing import Sequence
 
-import torch
-from torch import nn
 
-from archs.blocks import ResidualBlockNoBN, Upsample, check_upscale, image_mean, make_layer
+from archs.blocks import MeanShiftedResidualSR, ResidualBlockNoBN, check_upscale, make_layer
 from utils.registry import ARCH_REGISTRY
 
 
 @ARCH_REGISTRY.register()
-class EDSR(nn.Module):
+class EDSR(MeanShiftedResidualSR):
     """Enhanced deep residual network for single-image SR.
 
     Input and output are RGB in [0, 1]; internally ``(x - rgb_mean) * img_range`` as in the paper's
@@ -24,17 +22,6 @@ class EDSR(nn.Module):
         super().__init__()
         check_upscale('EDSR', upscale)
         self.num_in_ch, self.num_out_ch, self.num_feat, self.num_block = num_in_ch, num_out_ch, num_feat, num_block
-        self.upscale, self.res_scale, self.img_range = upscale, res_scale, img_range
-        self.register_buffer('mean', image_mean('EDSR', rgb_mean, num_in_ch, num_out_ch), persistent=False)
-
-        self.conv_first = nn.Conv2d(num_in_ch, num_feat, 3, 1, 1)
-        self.body = make_layer(lambda: ResidualBlockNoBN(num_feat, res_scale), num_block)
-        self.conv_after_body = nn.Conv2d(num_feat, num_feat, 3, 1, 1)
-        self.upsample = Upsample(upscale, num_feat)
-        self.conv_last = nn.Conv2d(num_feat, num_out_ch, 3, 1, 1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        mean = self.mean.to(x.dtype)
-        x = self.conv_first((x - mean) * self.img_range)
-        res = self.conv_after_body(self.body(x)) + x
-        return self.conv_last(self.upsample(res)) / self.img_range + mean
+        self.res_scale = res_scale
+        self.build_frame('EDSR', num_in_ch, num_out_ch, num_feat, upscale, img_range, rgb_mean,
+                         lambda: make_layer(lambda: ResidualBlockNoBN(num_feat, res_scale), num_block))

@@ -4,7 +4,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from archs.blocks import Upsample, check_upscale, image_mean, make_layer
+from archs.blocks import MeanShiftedResidualSR, check_upscale, make_layer
 from utils.registry import ARCH_REGISTRY
 
 
@@ -49,7 +49,7 @@ class ResidualGroup(nn.Module):
 
 
 @ARCH_REGISTRY.register()
-class RCAN(nn.Module):
+class RCAN(MeanShiftedResidualSR):
     """Residual channel attention network: residual-in-residual groups of RCABs (long skip, eq. 3).
 
     Input and output RGB in [0, 1]; mean shift with ``img_range`` as in EDSR. Keys:
@@ -65,17 +65,6 @@ class RCAN(nn.Module):
         check_upscale('RCAN', upscale)
         if num_feat % squeeze_factor:
             raise ValueError(f'RCAN: num_feat {num_feat} must be divisible by squeeze_factor {squeeze_factor}')
-        self.upscale, self.img_range = upscale, img_range
-        self.register_buffer('mean', image_mean('RCAN', rgb_mean, num_in_ch, num_out_ch), persistent=False)
-
-        self.conv_first = nn.Conv2d(num_in_ch, num_feat, 3, 1, 1)
-        self.body = make_layer(lambda: ResidualGroup(num_feat, num_block, squeeze_factor, res_scale), num_group)
-        self.conv_after_body = nn.Conv2d(num_feat, num_feat, 3, 1, 1)
-        self.upsample = Upsample(upscale, num_feat)
-        self.conv_last = nn.Conv2d(num_feat, num_out_ch, 3, 1, 1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        mean = self.mean.to(x.dtype)
-        x = self.conv_first((x - mean) * self.img_range)
-        res = self.conv_after_body(self.body(x)) + x
-        return self.conv_last(self.upsample(res)) / self.img_range + mean
+        self.build_frame('RCAN', num_in_ch, num_out_ch, num_feat, upscale, img_range, rgb_mean,
+                         lambda: make_layer(lambda: ResidualGroup(num_feat, num_block, squeeze_factor, res_scale),
+                                            num_group))

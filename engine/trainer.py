@@ -7,7 +7,7 @@ complete files.
 """
 import logging
 import os
-from typing import Any, Dict, Optional
+from typing import Any, Dict
 
 import torch
 

@@ -39,7 +39,7 @@ from typing import Any, Dict, List, Optional
 import torch
 
 from archs.slimmable_edsr import narrow_state_dict
-from models.distill.csd import CSD_SCHEMA, UnclampedBicubicNegatives, resolve_variant
+from models.distill.csd import CSD_SCHEMA, resolve_variant
 from models.distill.negatives import BicubicNegatives
 from models.kd_model import KDModel
 from models.network_io import unwrap
@@ -113,13 +113,9 @@ class CSDModel(KDModel):
         distill = self.opt.get('distill') or {}
         self.teacher_taps = list((distill.get('taps') or {}).get('teacher') or ())
         FeatureTaps(unwrap(self.net_g), self.teacher_taps).remove()  # check the paths up front
-        if not distill['csd']['clamp_negatives']:
-            for i, comp in enumerate(self.components):
-                if type(comp) is BicubicNegatives:
-                    new = UnclampedBicubicNegatives(comp.num, comp.scale, seed=self.seed)
-                    self.components[i] = new
-                    for provider in new.providers():
-                        self.graph.add(provider)
+        for comp in self.components:
+            if isinstance(comp, BicubicNegatives):
+                comp.clamp = bool(distill['csd']['clamp_negatives'])
         for term in self.terms:
             loss = term.loss
             if getattr(loss, 'detach_positive', True) is False and term.inputs.get('positive') == 'emb_teacher_sr':

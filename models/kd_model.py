@@ -5,10 +5,9 @@ Each term names the signals it reads; the model computes every signal at most on
 from ``distill.<key>`` sections (see :mod:`models.distill.registry`), so a new method adds a
 component and an option file, not a new training loop.
 """
-from typing import Any, Dict, Iterator, List, Optional
+from typing import Any, Dict, List, Optional
 
 import torch
-from torch import nn
 
 import models.distill  # noqa: F401  (registers the components)
 from models.base_model import BaseModel

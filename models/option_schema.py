@@ -6,7 +6,7 @@ the helper networks and the distillation terms), so a new method never edits thi
 """
 from typing import Any, Dict, Literal, Optional, Union
 
-from utils.option_spec import (REQUIRED, Block, DictOf, Field, ListOf, OptionError, Section,
+from utils.option_spec import (REQUIRED, Block, DictOf, Field, OptionError, Section,
                                merge_sections, registry_resolver, signature_params)
 from utils.registry import ARCH_REGISTRY, DATASET_REGISTRY, LOSS_REGISTRY, METRIC_REGISTRY, MODEL_REGISTRY
 

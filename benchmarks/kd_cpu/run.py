@@ -31,7 +31,6 @@ def shared() -> Path:
 
 
 def evaluate(net, scale=4):
-    import torch
     from data.benchmark_dataset import BenchmarkDataset
     from engine.evaluation import average, evaluate_dataset, make_forward
     net.eval()
@@ -80,7 +79,6 @@ def train(method: str, sets) -> float:
 
 
 def student_net(method: str):
-    import torch
     from models.network_io import build_network, load_weights
     from utils.options import load_options
     opt = load_options(str(OPTIONS / f'{method}.yml'))

@@ -1,5 +1,5 @@
 """The built-in ``distill.*`` sections: embedding and bicubic negatives."""
-from typing import Literal, Optional
+from typing import Literal
 
 from models.distill.embedding import Embedding
 from models.distill.negatives import BicubicNegatives

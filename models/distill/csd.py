@@ -34,11 +34,7 @@ on [0, 255] images; the option files therefore weight L1 terms by 255 (see ``opt
 """
 from typing import Any, Dict, List, Literal, Optional, Tuple
 
-import torch
-import torch.nn.functional as F
 
-from models.distill.negatives import BicubicNegatives
-from models.signals import Provider
 from utils.option_spec import Field, Section
 
 VARIANTS = ('paper', 'official')
@@ -91,20 +87,3 @@ def resolve_variant(opt: Dict[str, Any]) -> Tuple[Dict[str, Any], List[str]]:
         notes.append(f"distill.embedding.input_norm = {defaults['input_norm']} (variant {variant})")
     return out, notes
 
-
-class UnclampedBicubicNegatives(BicubicNegatives):
-    """The official code's negatives: the same draw as :class:`BicubicNegatives` (``num`` batch
-    images, shared by every anchor, from the component's own generator so a resumed run draws the
-    same), bicubic-upsampled WITHOUT clamping to [0, 1], as ``nn.Upsample(mode='bicubic')`` leaves
-    them in ``slim_contrast_trainer.py``."""
-
-    def providers(self) -> List[Provider]:
-        def make(step):
-            lq = step['lq']
-            b = lq.shape[0]
-            idx = torch.randperm(b, generator=self.generator)[:min(self.num, b)].to(lq.device)
-            up = F.interpolate(lq[idx], scale_factor=self.scale, mode='bicubic', align_corners=False)
-            return {'negatives': up}
-
-        return [Provider(('negatives',), make, deps=('lq',),
-                         doc='bicubic-upsampled LR of batch images, unclamped (CSD official)')]

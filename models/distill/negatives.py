@@ -18,8 +18,8 @@ class BicubicNegatives(Component):
 
     name = 'negatives'
 
-    def __init__(self, num: int, scale: int, seed: int = 0):
-        self.num, self.scale = num, scale
+    def __init__(self, num: int, scale: int, seed: int = 0, clamp: bool = True):
+        self.num, self.scale, self.clamp = num, scale, clamp
         self.generator = torch.Generator().manual_seed(seed)
 
     def providers(self) -> List[Provider]:
@@ -28,7 +28,8 @@ class BicubicNegatives(Component):
             b = lq.shape[0]
             idx = torch.randperm(b, generator=self.generator)[:min(self.num, b)].to(lq.device)
             up = F.interpolate(lq[idx], scale_factor=self.scale, mode='bicubic', align_corners=False)
-            return {'negatives': up.clamp(0, 1)}
+            # CSD's released code keeps the bicubic overshoot (clamp=False)
+            return {'negatives': up.clamp(0, 1) if self.clamp else up}
 
         return [Provider(('negatives',), make, deps=('lq',), doc='bicubic-upsampled LR of batch images')]
 

@@ -8,7 +8,6 @@ batch's (always, for square training patches); an image group of another shape g
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
-from torch import nn
 
 from models.distill.component import Component
 from models.network_io import build_network, freeze, load_weights, to_device
