@@ -1,7 +1,6 @@
 """EDSR (Lim et al., CVPR-W 2017) with BasicSR's class, argument and state_dict key names."""
 from typing import Sequence
 
-
 from archs.blocks import MeanShiftedResidualSR, ResidualBlockNoBN, check_upscale, make_layer
 from utils.registry import ARCH_REGISTRY
 
