@@ -9,7 +9,7 @@ from typing import Any, Callable, Dict, Iterable, Mapping
 
 import torch
 
-from utils.suggest import did_you_mean
+from utils.suggest import did_you_mean, lookup
 
 #: option ``type`` -> optimizer class
 OPTIMIZERS: Dict[str, Callable] = {
@@ -76,10 +76,7 @@ def resolve_kwargs(where: str, cfg: Mapping[str, Any], signature: Mapping[str, A
 
 def optimizer_class(type_name: str, where: str = 'optim') -> Callable:
     """The optimizer class registered as ``type_name``; a miss names the closest type."""
-    if type_name not in OPTIMIZERS:
-        raise KeyError(f"{where}.type: unknown optimizer '{type_name}'"
-                       f"{did_you_mean(str(type_name), OPTIMIZERS)}; known: {', '.join(OPTIMIZERS)}")
-    return OPTIMIZERS[type_name]
+    return lookup(OPTIMIZERS, type_name, 'optimizer', where)
 
 
 def optimizer_signature(type_name: str) -> Dict[str, Any]:

@@ -13,7 +13,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 import torch
 
 from models.optimizers import callable_signature, resolve_kwargs
-from utils.suggest import did_you_mean
+from utils.suggest import lookup
 
 
 def _int_list(where: str, values: Sequence[Any], minimum: int) -> List[int]:
@@ -86,10 +86,7 @@ SCHEDULES: Dict[str, Callable] = {
 
 def scheduler_class(type_name: str, where: str = 'scheduler') -> Callable:
     """The schedule class registered as ``type_name``; its constructor's keywords are the option keys."""
-    if type_name not in SCHEDULES:
-        raise KeyError(f"{where}.type: unknown scheduler '{type_name}'"
-                       f"{did_you_mean(str(type_name), SCHEDULES)}; known: {', '.join(SCHEDULES)}")
-    return SCHEDULES[type_name]
+    return lookup(SCHEDULES, type_name, 'scheduler', where)
 
 
 def scheduler_signature(type_name: str) -> Dict[str, Any]:

@@ -15,3 +15,11 @@ def did_you_mean(name: str, candidates: Iterable[str]) -> str:
     """A ready-to-append phrase: `` (did you mean 'x'?)`` or an empty string."""
     hits = closest(name, candidates, n=1)
     return f" (did you mean '{hits[0]}'?)" if hits else ""
+
+
+def lookup(table: dict, name: str, kind: str, where: str):
+    """``table[name]``; a miss raises a KeyError naming ``where``, the closest key and all keys."""
+    if name not in table:
+        raise KeyError(f"{where}.type: unknown {kind} '{name}'{did_you_mean(str(name), table)}; "
+                       f"known: {', '.join(table)}")
+    return table[name]
