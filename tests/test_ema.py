@@ -111,3 +111,34 @@ def test_mismatched_model_is_an_error():
 def test_bad_decay_is_an_error():
     with pytest.raises(ValueError, match='ema_decay'):
         ModelEMA(TwoParam(), decay=1.5)
+
+
+def test_cached_tensor_lists_follow_replaced_tensors():
+    """The walk over tensors is cached; replacing a buffer or parameter (as ``.to()`` and
+    ``load_state_dict(assign=True)`` do) must not leave the average tracking the old tensor."""
+    net = TwoParam()
+    ema = ModelEMA(net, decay=0.5)
+    ema.update(net)  # fills the cache
+    net.bn.running_mean = torch.tensor([4.0])          # buffer replaced by a new tensor
+    net.a = nn.Parameter(torch.tensor([5.0]))          # parameter replaced
+    ema.update(net)
+    assert ema.module.bn.running_mean.item() == pytest.approx(2.0)   # 0.5 * 0 + 0.5 * 4
+    assert ema.module.a.item() == pytest.approx(3.0)                 # 0.5 * 1 + 0.5 * 5
+    ema.module.bn.running_var = torch.tensor([3.0])    # the EMA side replaced (e.g. moved to a device)
+    ema.update(net)
+    assert ema.module.bn.running_var.item() == pytest.approx(2.0)    # 0.5 * 3 + 0.5 * 1
+
+
+def test_new_submodule_invalidates_cache_and_shared_tensor_averaged_once():
+    net = TwoParam()
+    ema = ModelEMA(net, decay=0.5)
+    ema.update(net)
+    for m in (net, ema.module):  # the same tensor under two names, added after the cache was built
+        m.extra = nn.Linear(1, 1, bias=False)
+        m.tied = nn.Linear(1, 1, bias=False)
+        m.tied.weight = m.extra.weight
+    with torch.no_grad():
+        net.extra.weight.fill_(2.0)
+        ema.module.extra.weight.fill_(0.0)
+    ema.update(net)
+    assert ema.module.extra.weight.item() == pytest.approx(1.0)  # once: 0.5 * 0 + 0.5 * 2, not 1.5
