@@ -258,13 +258,21 @@ class VQGANEncoder(nn.Module):
         """Channels of each tapped feature, in output order."""
         return [self.encoder.down[t].block[0].conv2.out_channels for t in self.taps]
 
-    def forward(self, x: Tensor):
+    def forward(self, x: Tensor, z_rows: Optional[slice] = None):
+        """Tapped features of every row of ``x``; with ``return_z``, ``(features, z)`` where ``z`` covers
+        the rows ``x[z_rows]`` only (all rows when None; None when the slice is empty): past the last
+        tap the pass continues on those rows alone, so a batch mixing images that need ``z`` with
+        images that do not pays for ``z`` once."""
         if self.input_range == 'pm1':
             x = x * 2.0 - 1.0
         enc = self.encoder
         need_z = self.return_z or not self.stop_after_taps
         last_tap = self.taps[-1] if self.taps else -1
         feats = []
+        if z_rows is not None and last_tap < 0:  # no taps: only the z rows are needed at all
+            x = x[z_rows]
+            if x.shape[0] == 0:
+                return feats, None
         h = enc.conv_in(x)
         for level, down in enumerate(enc.down):
             for i, block in enumerate(down.block):
@@ -273,6 +281,10 @@ class VQGANEncoder(nn.Module):
                     feats.append(h)
                     if level == last_tap and not need_z:
                         return feats
+                    if level == last_tap and z_rows is not None:
+                        h = h[z_rows]
+                        if h.shape[0] == 0:
+                            return feats, None
                 if len(down.attn) > 0:
                     h = down.attn[i](h)
             if hasattr(down, 'downsample'):

@@ -214,3 +214,23 @@ def test_attention_matches_taming_formula():
     ref = x + block.proj_out(torch.bmm(v, weights.permute(0, 2, 1)).reshape(b, c, h, w))
     with torch.no_grad():
         assert torch.allclose(block(x), ref, atol=1e-5)
+
+
+@pytest.mark.parametrize('taps', [(0, 1), ()])
+def test_z_rows_computes_z_for_those_rows_only(taps):
+    torch.manual_seed(2)
+    net = VQGANEncoder(allow_random=True, return_z=True, **dict(SMALL_NET, taps=taps)).eval()
+    x = torch.rand(5, 3, 16, 16)
+    rows_seen = []
+    net.encoder.mid.block_1.register_forward_hook(lambda m, inp, out: rows_seen.append(inp[0].shape[0]))
+    with torch.no_grad():
+        feats_all, z_all = net(x)
+        feats, z = net(x, z_rows=slice(1, 3))
+        none_feats, none_z = net(x, z_rows=slice(0, 0))
+    assert rows_seen == [5, 2]  # the empty slice never reaches the mid block
+    assert none_z is None
+    torch.testing.assert_close(z, z_all[1:3], rtol=1e-5, atol=1e-6)
+    for a, b, c in zip(feats_all, feats, none_feats):  # features still cover every row
+        assert a.shape[0] == 5
+        torch.testing.assert_close(a, b)
+        torch.testing.assert_close(a, c)

@@ -54,6 +54,7 @@ def test_one_step_runs_each_frozen_net_once_batched(tmp_path, lcr):
     model = build(tmp_path, lcr=lcr)
     hist, emb = comp(model, 'history'), comp(model, 'embedding')
     t_calls, h_calls, e_calls, s_calls = (record(n) for n in (model.teacher.net, hist.net, emb.net, model.net_g))
+    z_calls = record(emb.net.encoder.mid.block_1)  # past the taps: only rows whose z is used
     losses = model.train_step(batch(), 1)
     expected_terms = {'l_pix', 'l_kd', 'l_dcl', 'l_ce', 'l_total'} | ({'l_lcr'} if lcr else set())
     assert set(losses) == expected_terms
@@ -61,7 +62,12 @@ def test_one_step_runs_each_frozen_net_once_batched(tmp_path, lcr):
     assert t_calls == [2 * b if lcr else b]  # teacher: ONE forward (with the LCR batch when on)
     assert h_calls == [b * n]  # history: ONE forward over clean + 4 degraded copies
     assert e_calls == [b, b + b * n]  # encoder: anchor (with grad), then ONE pass over teacher_sr + negatives
+    assert z_calls == [b, b]  # z of the student output, then of the teacher output only (not negatives)
     assert s_calls == [b]
+    v = model.last_step.values
+    with torch.no_grad():
+        _, z_teacher = emb.net(v['teacher_sr'])
+    torch.testing.assert_close(v['z_teacher_sr'], z_teacher, rtol=1e-4, atol=1e-5)
     calls = model.last_step.calls
     assert {k: calls[k] for k in ('teacher_sr', 'negatives', 'emb_sr', 'emb_teacher_sr', 'codebook')} == \
         {'teacher_sr': 1, 'negatives': 1, 'emb_sr': 1, 'emb_teacher_sr': 1, 'codebook': 1}

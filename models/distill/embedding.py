@@ -6,7 +6,7 @@ no-grad forward over every frozen image set a term needs, ``emb_teacher_sr``, ``
 a quantiser input ``z`` (VQGAN with ``return_z``), ``z_sr`` / ``z_teacher_sr`` and its
 ``codebook`` are provided too (DCKD's DMM term).
 """
-from typing import Any, Dict, List, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
@@ -44,8 +44,9 @@ class Embedding(Component):
         extra = _option_key_kwargs(cfg, where)
         self.net = freeze(to_device(build_network({**cfg, **extra}), device, channels_last))
 
-    def _run(self, x: torch.Tensor):
-        out = self.net(x)
+    def _run(self, x: torch.Tensor, z_rows: Optional[slice] = None):
+        """(features per layer, z or None); ``z_rows`` limits z to those rows (nets returning z)."""
+        out = self.net(x, z_rows=z_rows) if getattr(self.net, 'return_z', False) else self.net(x)
         if isinstance(out, tuple):
             return list(out[0]), out[1]
         return list(out), None
@@ -64,14 +65,19 @@ class Embedding(Component):
                 images.append(img.reshape(-1, *img.shape[-3:]))
                 sizes.append(images[-1].shape[0])
                 leads.append(lead)
+            z_rows = slice(0, 0)  # z (VQGAN's quantiser input) only for the teacher output's rows
+            if 'emb_teacher_sr' in wanted:
+                start = sum(sizes[:wanted.index('emb_teacher_sr')])
+                z_rows = slice(start, start + sizes[wanted.index('emb_teacher_sr')])
             with torch.no_grad():
-                feats, z = self._run(torch.cat(images, 0))
+                feats, z = self._run(torch.cat(images, 0), z_rows)
             out = {}
             per_layer = [_split(f, sizes, leads) for f in feats]
             for i, sig in enumerate(wanted):
                 out[sig] = [layer[i] for layer in per_layer]
-            if z is not None and 'emb_teacher_sr' in wanted:
-                out['z_teacher_sr'] = _split(z, sizes, leads)[wanted.index('emb_teacher_sr')]
+            if z is not None:
+                lead = leads[wanted.index('emb_teacher_sr')]
+                out['z_teacher_sr'] = z.reshape(*lead, *z.shape[1:])
             return out
 
         frozen_outputs = tuple(FROZEN_TARGETS) + ('z_teacher_sr',)
