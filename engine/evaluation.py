@@ -54,8 +54,12 @@ def evaluate_dataset(forward: Callable[[torch.Tensor], torch.Tensor], dataset, s
                      metrics: Optional[Mapping[str, Mapping[str, Any]]] = None,
                      device: torch.device = torch.device('cpu'), rank: int = 0, world_size: int = 1,
                      save_dir: Optional[str] = None, suffix: str = '', progress: bool = False,
-                     autocast_dtype: Optional[torch.dtype] = None) -> List[Dict[str, Any]]:
-    """Per-image results ``[{'name', <metric>: value, ...}]`` in dataset order, on every rank."""
+                     autocast_dtype: Optional[torch.dtype] = None,
+                     on_image: Optional[Callable[[int, str, np.ndarray], None]] = None) -> List[Dict[str, Any]]:
+    """Per-image results ``[{'name', <metric>: value, ...}]`` in dataset order, on every rank.
+
+    ``on_image(index, name, sr_uint8_hwc)`` is called for every image this rank scores.
+    """
     metrics = metrics or DEFAULT_METRICS
     indices = list(range(rank, len(dataset), world_size))
     if progress and rank == 0:
@@ -77,6 +81,8 @@ def evaluate_dataset(forward: Callable[[torch.Tensor], torch.Tensor], dataset, s
         if save_dir:
             os.makedirs(save_dir, exist_ok=True)
             write_image(os.path.join(save_dir, f'{name}{suffix}.png'), sr_img)
+        if on_image is not None:
+            on_image(i, name, sr_img)
         rows.append(row)
     if world_size > 1:
         rows = [r for part in all_gather_object(rows) for r in part]

@@ -176,7 +176,7 @@ class Trainer:
             rows = evaluate_dataset(forward, ds, model.scale, self.val_opt.get('metrics') or None,
                                     device=model.device, rank=self.rank, world_size=self.world_size,
                                     save_dir=save_dir, suffix=f'_{self.current_iter}',
-                                    progress=self.val_opt.get('pbar', False))
+                                    progress=self.val_opt.get('pbar', False), on_image=self._tb_image_logger(name))
             results[name] = average(rows)
         net.train(was_training)
         if self.rank == 0:
@@ -188,6 +188,17 @@ class Trainer:
                         self.tb.add_scalar(f'val/{name}/{k}', v, self.current_iter)
         self._keep_best(results)
         return results
+
+    def _tb_image_logger(self, dataset: str):
+        """Callback adding the outputs of the first ``val.tb_images`` images to tensorboard, or None."""
+        limit = self.val_opt.get('tb_images', 0)
+        if self.tb is None or limit <= 0:
+            return None
+
+        def log(index: int, name: str, sr_img) -> None:
+            if index < limit:
+                self.tb.add_image(f'val/{dataset}/{name}', sr_img, self.current_iter, dataformats='HWC')
+        return log
 
     def _keep_best(self, results: Dict[str, Dict[str, float]]) -> None:
         """Best = highest first metric of the first validation set (PSNR by convention)."""

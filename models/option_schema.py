@@ -99,6 +99,8 @@ def base_schema() -> Section:
             'tile': Field(Optional[int], None, 'tile size (LR px) for tiled inference'),
             'tile_overlap': Field(int, 16, 'overlap between tiles (LR px)'),
             'pbar': Field(bool, False, 'show a progress bar while validating'),
+            'tb_images': Field(int, 0, 'log the outputs of the first N images of each validation set to '
+                               'tensorboard (with logger.use_tb_logger; under DDP, those rank 0 scores)'),
             'metrics': DictOf(Block(metric_resolver, 'metric'), doc='named metrics, e.g. psnr, ssim'),
         }, absent_none=True, doc='validation settings'),
         'logger': Section({

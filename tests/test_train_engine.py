@@ -39,6 +39,31 @@ def test_train_writes_experiment_and_validates(tmp_path):
     assert set(weights) == {'params'}
 
 
+def test_validation_images_reach_tensorboard(tmp_path):
+    """val.tb_images: the first N outputs per validation set, pixel-identical to the saved PNGs."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from data.image_io import read_image
+    from engine.trainer import Trainer
+    opt = tiny_sr_options(tmp_path)
+    opt['val'].update(tb_images=1, save_img=True)
+    opt['logger']['use_tb_logger'] = True
+    opt = load_options(str(write_options(opt, tmp_path / 'o.yml')))
+    trainer = Trainer(opt)
+    trainer.run()
+    events = EventAccumulator(str(trainer.paths.tb_logger), size_guidance={'images': 0})
+    events.Reload()
+    assert events.Tags()['images'] == ['val/tinyval/0000']  # 2 images in the set, 1 logged
+    logged = events.Images('val/tinyval/0000')
+    assert [e.step for e in logged] == [3, 6]
+    import cv2
+    import numpy as np
+    decoded = cv2.imdecode(np.frombuffer(logged[-1].encoded_image_string, np.uint8), cv2.IMREAD_COLOR)
+    saved = read_image(os.path.join(trainer.paths.visualization, 'tinyval', '0000_6.png'))
+    assert np.array_equal(decoded[..., ::-1], saved)  # cv2 decodes BGR
+    assert 'val/tinyval/psnr' in events.Tags()['scalars']
+
+
 def test_bad_option_fails_fast_with_one_clear_line(tmp_path):
     opt = tiny_sr_options(tmp_path)
     opt['train']['total_itr'] = opt['train'].pop('total_iter')
