@@ -36,6 +36,15 @@ def mod_crop_to_lq(gt: np.ndarray, lq: np.ndarray, scale: int, gt_path: str = ''
     return gt[:lh * scale, :lw * scale]
 
 
+def _random_window(h: int, w: int, size: int, rng: random.Random, what: str,
+                   why: str = '') -> Tuple[int, int]:
+    """``(top, left)`` of a random ``size`` x ``size`` window in an ``h`` x ``w`` image."""
+    if h < size or w < size:
+        raise ValueError(f'{what} is {w}x{h} (w x h), smaller than the patch {size}x{size}{why}')
+    top = rng.randint(0, h - size)
+    return top, rng.randint(0, w - size)
+
+
 def paired_random_crop(gt: np.ndarray, lq: np.ndarray, gt_size: int, scale: int, rng: random.Random,
                        gt_path: str = '', lq_path: str = '') -> Tuple[np.ndarray, np.ndarray]:
     """Crop an aligned ``gt_size`` GT patch and ``gt_size // scale`` LQ patch (views)."""
@@ -43,12 +52,8 @@ def paired_random_crop(gt: np.ndarray, lq: np.ndarray, gt_size: int, scale: int,
     if gt_size % scale:
         raise ValueError(f'gt_size {gt_size} is not a multiple of scale {scale}')
     lq_size = gt_size // scale
-    lh, lw = lq.shape[:2]
-    if lh < lq_size or lw < lq_size:
-        raise ValueError(f'LQ {lq_path or "(array)"} is {lw}x{lh} (w x h), smaller than the patch '
-                         f'{lq_size}x{lq_size} (gt_size {gt_size} / scale {scale})')
-    top = rng.randint(0, lh - lq_size)
-    left = rng.randint(0, lw - lq_size)
+    top, left = _random_window(*lq.shape[:2], lq_size, rng, f'LQ {lq_path or "(array)"}',
+                               f' (gt_size {gt_size} / scale {scale})')
     lq_patch = lq[top:top + lq_size, left:left + lq_size]
     gt_patch = gt[top * scale:(top + lq_size) * scale, left * scale:(left + lq_size) * scale]
     return gt_patch, lq_patch
@@ -56,12 +61,7 @@ def paired_random_crop(gt: np.ndarray, lq: np.ndarray, gt_size: int, scale: int,
 
 def random_crop(img: np.ndarray, size: int, rng: random.Random, path: str = '') -> np.ndarray:
     """A ``size`` x ``size`` crop (view) at a random position."""
-    h, w = img.shape[:2]
-    if h < size or w < size:
-        raise ValueError(f'image {path or "(array)"} is {w}x{h} (w x h), '
-                         f'smaller than the patch {size}x{size}')
-    top = rng.randint(0, h - size)
-    left = rng.randint(0, w - size)
+    top, left = _random_window(*img.shape[:2], size, rng, f'image {path or "(array)"}')
     return img[top:top + size, left:left + size]
 
 
