@@ -115,6 +115,8 @@ def test_offline_dckd_step_one_embedding_pass_each_side(tmp_path):
     assert [f.shape for f in v['emb_sr']] == [(2, 16, 8, 8)] * 2 and v['emb_negatives'][0].shape == (2, 5, 16, 8, 8)
     assert v['z_sr'].requires_grad and v['codebook'].shape == (8, 16)
     assert all(p.grad is None for p in model.teacher.net.parameters())
+    with torch.no_grad():  # z of the teacher output's rows of the batched frozen pass
+        torch.testing.assert_close(v['z_teacher_sr'], emb.net(v['teacher_sr'])[1])
 
 
 def test_dmm_without_a_codebook_says_how_to_fit_one(tmp_path):

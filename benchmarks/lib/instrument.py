@@ -491,13 +491,8 @@ def build_essential_parts(model, calls: List[Dict[str, Any]], device: torch.devi
         images = sum(c['args'][0]['shape'][0] for c in group if c['args'] and isinstance(c['args'][0], dict))
         parts[key] = (fn, {'calls': len(group), 'images': images, 'optimizer_step': opt is not None})
     if model.ema is not None:
-        from models.ema import _split_tensors
-        from models.network_io import unwrap
-        _, src, _, _ = _split_tensors(unwrap(model.net_g))
-        _, dst, _, _ = _split_tensors(model.ema.module)
-        w = 1.0 - model.ema.decay
-        parts['ema (foreach lerp)'] = (lambda: torch._foreach_lerp_(dst, src, w),
-                                       {'calls': 0, 'images': 0, 'optimizer_step': False})
+        parts['ema update'] = (lambda: model.ema.update(model.net_g),
+                               {'calls': 0, 'images': 0, 'optimizer_step': False})
     return parts
 
 

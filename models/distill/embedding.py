@@ -46,10 +46,14 @@ class Embedding(Component):
 
     def _run(self, x: torch.Tensor, z_rows: Optional[slice] = None):
         """(features per layer, z or None); ``z_rows`` limits z to those rows (nets returning z)."""
-        out = self.net(x, z_rows=z_rows) if getattr(self.net, 'return_z', False) else self.net(x)
-        if isinstance(out, tuple):
-            return list(out[0]), out[1]
-        return list(out), None
+        if not getattr(self.net, 'return_z', False):  # z for all rows (or none); sliced here
+            out = self.net(x)
+            if not isinstance(out, tuple):
+                return list(out), None
+            z = out[1] if z_rows is None or out[1] is None else out[1][z_rows]
+            return list(out[0]), (z if z is None or z.shape[0] else None)
+        feats, z = self.net(x, z_rows=z_rows)  # nets with return_z (VQGAN) take z_rows themselves
+        return list(feats), z
 
     def providers(self) -> List[Provider]:
         def anchor(step):
