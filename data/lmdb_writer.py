@@ -9,30 +9,38 @@ or makes the LR with the MATLAB-exact bicubic), cuts aligned sub-images (HR ``cr
     <out_dir>/<prefix>_HR_sub_raw.lmdb             (fmt='raw': uint8 RGB HWC bytes)
     <out_dir>/<prefix>_LR_bicubic_X<s>_sub_raw.lmdb
 
+``scale`` may also be several scales, e.g. ``(2, 3, 4)``: one HR database is then shared by one
+LR database per scale, all with the same keys. The HR is mod-cropped to a multiple of
+``lcm(scales)`` (12 for 2, 3, 4) and each LR to the matching ``HR / s`` size; a generated LR is
+still ``bicubic(modcrop(HR, s))``, so it matches a single-scale run's LR pixel for pixel.
+
 ``prefix`` defaults to the HR folder name without a trailing ``_HR`` (``DIV2K_train_HR`` ->
-``DIV2K_train``; a folder called ``HR`` takes its parent's name). Both databases are written
+``DIV2K_train``; a folder called ``HR`` takes its parent's name). All databases are written
 into ``<out_dir>/.<prefix>_sub.partial-<pid>/`` and moved into place only when complete, so an
 interrupted run leaves nothing that looks like a finished database.
 """
+import math
 import os
 import re
 import shutil
 from multiprocessing import Pool
 from pathlib import Path
-from typing import Iterable, Iterator, List, Optional, Sequence, Tuple
+from typing import Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from data.bicubic_lr import find_lr_file, list_images
+from data.bicubic_lr import find_lr_file, list_images, lr_subdir
 from data.image_io import encode_png, read_image, read_image_size
 from data.lmdb_format import FORMAT_KEY, FORMATS, PNG, RAW, RAW_MARKER, MetaEntry, write_meta_info
 from data.matlab_imresize import bicubic_downsample, modcrop
-from data.subimages import iter_subimages, subimage_grid
+from data.subimages import subimage_grid, subimage_name
 
-# one job = one HR image: (hr_path, lr_path or None, scale, crop, step, thresh, fmt, level)
-_Job = Tuple[str, Optional[str], int, int, int, int, str, int]
-# one record = one sub-image pair: (key, hr_value, hr_shape, lr_value, lr_shape)
-_Record = Tuple[str, bytes, Tuple[int, int, int], bytes, Tuple[int, int, int]]
+Scale = Union[int, Sequence[int]]
+# one job = one HR image: (hr_path, LR path or None (= make it) per scale, scales, crop, step,
+# thresh, fmt, level)
+_Job = Tuple[str, Tuple[Optional[str], ...], Tuple[int, ...], int, int, int, str, int]
+# one record = one sub-image key and its (value, shape) for the HR, then for each scale's LR
+_Record = Tuple[str, List[Tuple[bytes, Tuple[int, int, int]]]]
 
 _COMMIT_BYTES = 64 << 20
 
@@ -44,62 +52,80 @@ def default_prefix(hr_dir: os.PathLike) -> str:
     return re.sub(r'_HR$', '', hr_dir.name)
 
 
-def lmdb_paths(out_dir: os.PathLike, prefix: str, scale: int, fmt: str = PNG) -> Tuple[Path, Path]:
-    """``(hr_lmdb, lr_lmdb)`` paths that :func:`create_paired_lmdb` writes."""
+def as_scales(scale: Scale) -> Tuple[int, ...]:
+    """``4 -> (4,)``, ``(2, 3, 4) -> (2, 3, 4)``; scales must be distinct integers >= 1."""
+    scales = (int(scale),) if np.ndim(scale) == 0 else tuple(int(s) for s in scale)
+    if not scales or min(scales) < 1 or len(set(scales)) != len(scales):
+        raise ValueError(f'scale must be an integer >= 1 or a sequence of distinct ones, got {scale!r}')
+    return scales
+
+
+def lmdb_paths(out_dir: os.PathLike, prefix: str, scale: Scale, fmt: str = PNG) -> Tuple[Path, ...]:
+    """Paths :func:`create_paired_lmdb` writes: ``(hr_lmdb, lr_lmdb)`` for an int ``scale``,
+    ``(hr_lmdb, lr_lmdb_s1, lr_lmdb_s2, ...)`` for a sequence."""
     tail = '_sub_raw.lmdb' if fmt == RAW else '_sub.lmdb'
     out_dir = Path(out_dir)
-    return out_dir / f'{prefix}_HR{tail}', out_dir / f'{prefix}_LR_bicubic_X{scale}{tail}'
+    lrs = (out_dir / f'{prefix}_LR_bicubic_X{s}{tail}' for s in as_scales(scale))
+    return (out_dir / f'{prefix}_HR{tail}', *lrs)
 
 
 def _encode(img: np.ndarray, fmt: str, level: int) -> bytes:
     return np.ascontiguousarray(img).tobytes() if fmt == RAW else encode_png(img, level)
 
 
-def cut_pair(job: _Job) -> List[_Record]:
-    """Read (or make) one HR/LR pair, check it, and encode its aligned sub-images."""
-    hr_path, lr_path, scale, crop, step, thresh, fmt, level = job
-    hr = read_image(hr_path)
+def _load_lr(hr: np.ndarray, hr_path: str, lr_path: Optional[str], scale: int) -> np.ndarray:
+    """The x``scale`` LR of ``hr``: read (and size-checked) from ``lr_path``, or made by bicubic."""
     if lr_path is None:
-        hr = modcrop(hr, scale)
-        lr = bicubic_downsample(hr, scale)
-    else:
-        lr = read_image(lr_path)
-        want = (hr.shape[0] // scale, hr.shape[1] // scale)
-        if lr.shape[:2] != want:
-            raise ValueError(f'LR {lr_path} is {lr.shape[1]}x{lr.shape[0]} (w x h) but HR {hr_path} '
-                             f'is {hr.shape[1]}x{hr.shape[0]}: x{scale} needs an LR of {want[1]}x{want[0]}')
-        hr = modcrop(hr, scale)
+        return bicubic_downsample(hr, scale)  # = bicubic(modcrop(hr, scale))
+    lr = read_image(lr_path)
+    want = (hr.shape[0] // scale, hr.shape[1] // scale)
+    if lr.shape[:2] != want:
+        raise ValueError(f'LR {lr_path} is {lr.shape[1]}x{lr.shape[0]} (w x h) but HR {hr_path} '
+                         f'is {hr.shape[1]}x{hr.shape[0]}: x{scale} needs an LR of {want[1]}x{want[0]}')
+    return lr
+
+
+def cut_pair(job: _Job) -> List[_Record]:
+    """Read one HR image and its LRs, check them, and encode their aligned sub-images."""
+    hr_path, lr_paths, scales, crop, step, thresh, fmt, level = job
+    hr = read_image(hr_path)
+    lrs = [_load_lr(hr, hr_path, p, s) for p, s in zip(lr_paths, scales)]
+    mod = math.lcm(*scales)
+    hr = modcrop(hr, mod)
     h, w = hr.shape[:2]
+    lrs = [lr[:h // s, :w // s] for lr, s in zip(lrs, scales)]
     if h < crop or w < crop:
-        raise ValueError(f'HR {hr_path} ({w}x{h} after mod-crop) is smaller than crop_size {crop}; '
-                         'use a smaller crop_size')
+        raise ValueError(f'HR {hr_path} ({w}x{h} after mod-crop to a multiple of {mod}) is smaller '
+                         f'than crop_size {crop}; use a smaller crop_size')
     records = []
-    lr_crop = crop // scale
-    grid = subimage_grid(h, w, crop, step, thresh)
     stem = Path(hr_path).stem
-    for (key, hr_sub), (y, x) in zip(iter_subimages(hr, stem, crop, step, thresh), grid):
-        lr_sub = lr[y // scale:y // scale + lr_crop, x // scale:x // scale + lr_crop]
-        records.append((key, _encode(hr_sub, fmt, level), hr_sub.shape,
-                        _encode(lr_sub, fmt, level), lr_sub.shape))
+    for i, (y, x) in enumerate(subimage_grid(h, w, crop, step, thresh), 1):
+        subs = [hr[y:y + crop, x:x + crop]]
+        for lr, s in zip(lrs, scales):
+            subs.append(lr[y // s:y // s + crop // s, x // s:x // s + crop // s])
+        records.append((subimage_name(stem, i), [(_encode(a, fmt, level), a.shape) for a in subs]))
     return records
 
 
-def estimate_map_size(sizes: Iterable[Tuple[int, int]], scale: int, crop: int, step: int,
+def estimate_map_size(sizes: Iterable[Tuple[int, int]], scale: Scale, crop: int, step: int,
                       thresh: int) -> int:
-    """LMDB map size for the HR plus LR databases: raw pixel bytes x1.25, page overhead, 32 MiB.
+    """LMDB map size for the HR plus every LR database: raw pixel bytes x1.25, page overhead,
+    32 MiB (an upper bound for each database alone).
 
     PNG values are at most ~1% larger than raw pixels (incompressible noise), so this holds
     for both formats.
     """
+    scales = as_scales(scale)
+    mod = math.lcm(*scales)
     entries, raw = 0, 0
     for h, w in sizes:
-        h, w = h - h % scale, w - w % scale
+        h, w = h - h % mod, w - w % mod
         if h < crop or w < crop:
             continue
         n = len(subimage_grid(h, w, crop, step, thresh))
         entries += n
-        raw += n * 3 * (crop * crop + (crop // scale) ** 2)
-    return int(raw * 1.25) + entries * 2 * 8192 + (32 << 20)
+        raw += n * 3 * (crop * crop + sum((crop // s) ** 2 for s in scales))
+    return int(raw * 1.25) + entries * (1 + len(scales)) * 8192 + (32 << 20)
 
 
 class _LmdbSink:
@@ -173,21 +199,35 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def _pair_jobs(hr_files: Sequence[Path], lr_dir: Optional[Path], scale: int, crop: int, step: int,
-               thresh: int, fmt: str, level: int) -> List[_Job]:
+def lr_folders(lr_dir: os.PathLike, scale: int, single_scale: bool) -> List[Path]:
+    """Folders searched for the x``scale`` LR files, in order: ``lr_dir`` itself (one scale
+    only), ``lr_dir/X<s>`` (DIV2K's layout) and ``lr_dir/LR_bicubic/X<s>`` (``tools/make_lr.py``)."""
+    lr_dir = Path(lr_dir)
+    sub = lr_subdir(lr_dir, scale)
+    return ([lr_dir] if single_scale else []) + [lr_dir / sub.name, sub]
+
+
+def _find_lr(hr: Path, folders: Sequence[Path], scale: int) -> str:
+    for folder in folders:
+        lr = find_lr_file(folder, hr.stem, scale)
+        if lr is not None:
+            return str(lr)
+    raise FileNotFoundError(f'HR {hr} has no x{scale} LR: looked for {hr.stem}x{scale}.png and '
+                            f'{hr.stem}.png in {" and ".join(map(str, folders))}')
+
+
+def _pair_jobs(hr_files: Sequence[Path], lr_dir: Optional[Path], scales: Tuple[int, ...], crop: int,
+               step: int, thresh: int, fmt: str, level: int) -> List[_Job]:
+    folders = None if lr_dir is None else {s: lr_folders(lr_dir, s, len(scales) == 1)
+                                           for s in scales}
     seen = {}
     jobs = []
     for hr in hr_files:
         if hr.stem in seen:
             raise ValueError(f'HR files {seen[hr.stem]} and {hr} share the name {hr.stem!r}')
         seen[hr.stem] = hr
-        lr = None
-        if lr_dir is not None:
-            lr = find_lr_file(lr_dir, hr.stem, scale)
-            if lr is None:
-                raise FileNotFoundError(f'HR {hr} has no LR in {lr_dir} '
-                                        f'(looked for {hr.stem}x{scale}.png and {hr.stem}.png)')
-        jobs.append((str(hr), None if lr is None else str(lr), scale, crop, step, thresh, fmt, level))
+        lrs = tuple(_find_lr(hr, folders[s], s) if folders else None for s in scales)
+        jobs.append((str(hr), lrs, scales, crop, step, thresh, fmt, level))
     return jobs
 
 
@@ -200,23 +240,26 @@ def _run_jobs(jobs: List[_Job], workers: int) -> Iterator[List[_Record]]:
         yield from pool.imap(cut_pair, jobs)
 
 
-def create_paired_lmdb(hr_dir: os.PathLike, out_dir: os.PathLike, scale: int = 4, *,
+def create_paired_lmdb(hr_dir: os.PathLike, out_dir: os.PathLike, scale: Scale = 4, *,
                        lr_dir: Optional[os.PathLike] = None, crop_size: int = 480, step: int = 240,
                        thresh_size: int = 0, fmt: str = PNG, compress_level: int = 1,
                        prefix: Optional[str] = None, workers: int = 1, overwrite: bool = False,
-                       map_size: Optional[int] = None, progress: bool = True) -> Tuple[Path, Path]:
-    """Write paired HR / LR sub-image LMDBs; returns ``(hr_lmdb, lr_lmdb)``.
+                       map_size: Optional[int] = None, progress: bool = True) -> Tuple[Path, ...]:
+    """Write paired HR / LR sub-image LMDBs; returns ``lmdb_paths(out_dir, prefix, scale, fmt)``:
+    ``(hr_lmdb, lr_lmdb)`` for an int ``scale``, ``(hr_lmdb, lr_lmdb_s1, ...)`` for a sequence.
 
-    ``lr_dir`` holds ``<stem>x<s>.png`` (or ``<stem>.png``) per HR image; without it the LR is
-    made with the MATLAB-exact bicubic. An LR must be ``floor(HR / scale)`` in size; the HR is
-    mod-cropped. Existing databases are an error unless ``overwrite`` (they are then replaced
-    only once the new ones are complete).
+    ``lr_dir`` holds ``<stem>x<s>.png`` (or ``<stem>.png``) per HR image, for several scales in
+    sub-folders ``X<s>`` (see :func:`lr_folders`); without it the LR is made with the
+    MATLAB-exact bicubic. An LR must be ``floor(HR / s)`` in size; the HR is mod-cropped to a
+    multiple of ``lcm(scales)``. Existing databases are an error unless ``overwrite`` (they are
+    then replaced only once the new ones are complete).
     """
     if fmt not in FORMATS:
         raise ValueError(f'fmt must be one of {FORMATS}, got {fmt!r}')
-    scale = int(scale)
-    if scale < 1 or crop_size % scale or step % scale:
-        raise ValueError(f'crop_size ({crop_size}) and step ({step}) must be multiples of scale ({scale})')
+    scales = as_scales(scale)
+    for s in scales:
+        if crop_size % s or step % s:
+            raise ValueError(f'crop_size ({crop_size}) and step ({step}) must be multiples of scale ({s})')
     out_dir = Path(out_dir)
     prefix = prefix or default_prefix(hr_dir)
     targets = lmdb_paths(out_dir, prefix, scale, fmt)
@@ -224,10 +267,10 @@ def create_paired_lmdb(hr_dir: os.PathLike, out_dir: os.PathLike, scale: int = 4
     if existing and not overwrite:
         raise FileExistsError(f'{", ".join(map(str, existing))} already exist(s); '
                               'pass overwrite=True (--overwrite) to rebuild')
-    jobs = _pair_jobs(list_images(hr_dir), None if lr_dir is None else Path(lr_dir), scale,
+    jobs = _pair_jobs(list_images(hr_dir), None if lr_dir is None else Path(lr_dir), scales,
                       crop_size, step, thresh_size, fmt, compress_level)
     if map_size is None:
-        map_size = estimate_map_size((read_image_size(j[0]) for j in jobs), scale, crop_size, step,
+        map_size = estimate_map_size((read_image_size(j[0]) for j in jobs), scales, crop_size, step,
                                      thresh_size)
     out_dir.mkdir(parents=True, exist_ok=True)
     _remove_stale_partials(out_dir, prefix)
@@ -237,12 +280,12 @@ def create_paired_lmdb(hr_dir: os.PathLike, out_dir: os.PathLike, scale: int = 4
     sinks = []
     try:
         sinks = [_LmdbSink(tmp / t.name, map_size) for t in targets]
-        bar = _progress_bar(len(jobs), f'{prefix} x{scale} {fmt}', progress)
+        comp = RAW if fmt == RAW else str(compress_level)
+        bar = _progress_bar(len(jobs), f'{prefix} x{",".join(map(str, scales))} {fmt}', progress)
         for records in _run_jobs(jobs, workers):
-            for key, hr_val, hr_shape, lr_val, lr_shape in records:
-                comp = RAW if fmt == RAW else str(compress_level)
-                sinks[0].put(key, hr_val, MetaEntry(key, tuple(hr_shape), comp))
-                sinks[1].put(key, lr_val, MetaEntry(key, tuple(lr_shape), comp))
+            for key, values in records:
+                for sink, (value, shape) in zip(sinks, values):
+                    sink.put(key, value, MetaEntry(key, tuple(shape), comp))
             bar.update(1)
         bar.close()
         for sink in sinks:

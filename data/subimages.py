@@ -4,9 +4,7 @@ Positions along each axis are ``0, step, 2*step, ...`` while the crop fits, plus
 flush with the far border when more than ``thresh_size`` pixels would be left over. Crops are
 numbered row-major from 1: ``<stem>_s001``, ``<stem>_s002``, ...
 """
-from typing import Iterator, List, Tuple
-
-import numpy as np
+from typing import List, Tuple
 
 
 def crop_positions(length: int, crop_size: int, step: int, thresh_size: int = 0) -> List[int]:
@@ -32,11 +30,3 @@ def subimage_grid(height: int, width: int, crop_size: int, step: int,
 def subimage_name(stem: str, index: int) -> str:
     """BasicSR's sub-image name: ``subimage_name('0001', 1) == '0001_s001'`` (1-based index)."""
     return f'{stem}_s{index:03d}'
-
-
-def iter_subimages(img: np.ndarray, stem: str, crop_size: int, step: int,
-                   thresh_size: int = 0) -> Iterator[Tuple[str, np.ndarray]]:
-    """Yield ``(name, crop)`` for every sub-image of ``img`` (views, not copies)."""
-    h, w = img.shape[:2]
-    for i, (y, x) in enumerate(subimage_grid(h, w, crop_size, step, thresh_size), 1):
-        yield subimage_name(stem, i), img[y:y + crop_size, x:x + crop_size]

@@ -1,5 +1,6 @@
 """tools/create_lmdb.py + data.lmdb_writer: bit-exact round trips, BasicSR compatibility, safety."""
 import importlib.util
+import re
 import shutil
 from pathlib import Path
 
@@ -11,7 +12,9 @@ import data.lmdb_writer as lmdb_writer
 from data.file_client import LmdbBackend
 from data.image_io import encode_png, read_image
 from data.lmdb_format import FORMAT_KEY, RAW_MARKER, read_meta_info
-from data.lmdb_writer import create_paired_lmdb, lmdb_paths
+from data.bicubic_lr import make_lr_folder
+from data.image_io import read_image_size
+from data.lmdb_writer import create_paired_lmdb, estimate_map_size, lmdb_paths
 from data.matlab_imresize import bicubic_downsample, modcrop
 from data.subimages import subimage_grid
 
@@ -39,6 +42,13 @@ def _expected(hr_dir: Path):
             ly, lx, lc = y // SCALE, x // SCALE, CROP // SCALE
             out[f'{p.stem}_s{i:03d}'] = (hr[y:y + CROP, x:x + CROP], lr[ly:ly + lc, lx:lx + lc])
     return out
+
+
+def _tool():
+    spec = importlib.util.spec_from_file_location('create_lmdb_tool', REPO / 'tools' / 'create_lmdb.py')
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    return tool
 
 
 def _build(hr_dir, out, fmt, **kw):
@@ -179,9 +189,7 @@ def test_small_image_and_bad_geometry(tmp_path, t91_subset):
 
 
 def test_cli_with_worker_processes(tmp_path, t91_subset):
-    spec = importlib.util.spec_from_file_location('create_lmdb_tool', REPO / 'tools' / 'create_lmdb.py')
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
+    tool = _tool()
     argv = ['--hr', str(t91_subset), '--out', str(tmp_path), '--scale', '4', '--crop-size', '48',
             '--step', '24', '--format', 'raw', '--workers', '2', '--prefix', 'cli']
     assert tool.main(argv) == 0
@@ -190,3 +198,149 @@ def test_cli_with_worker_processes(tmp_path, t91_subset):
     assert hr_b.keys() == list(expected)
     key = hr_b.keys()[-1]
     np.testing.assert_array_equal(hr_b.get(key), expected[key][0])
+
+
+# ---- several scales: one shared HR database, one LR database per scale ----
+SCALES = (2, 3, 4)  # lcm 12; CROP and STEP are multiples of 12
+
+
+@pytest.fixture(scope='module')
+def t91_three(tmp_path_factory, t91_subset):
+    """Three T91 images whose sides are not multiples of 12 (so the lcm mod-crop matters)."""
+    hr = tmp_path_factory.mktemp('t91_three') / 'three_HR'
+    hr.mkdir()
+    for p in sorted(t91_subset.glob('*.png'))[:3]:
+        assert read_image_size(p)[0] % 12 and read_image_size(p)[1] % 12
+        shutil.copy(p, hr / p.name)
+    return hr
+
+
+def _expected_multi(hr_dir: Path, scales):
+    """name -> [HR sub-image, LR sub-image per scale], computed with plain numpy slicing."""
+    mod = int(np.lcm.reduce(scales))
+    out = {}
+    for p in sorted(hr_dir.glob('*.png')):
+        full = read_image(p)
+        h, w = full.shape[0] // mod * mod, full.shape[1] // mod * mod
+        hr = full[:h, :w]
+        lrs = [bicubic_downsample(modcrop(full, s), s) for s in scales]
+        for i, (y, x) in enumerate(subimage_grid(h, w, CROP, STEP), 1):
+            subs = [hr[y:y + CROP, x:x + CROP]]
+            subs += [lr[y // s:y // s + CROP // s, x // s:x // s + CROP // s] for lr, s in zip(lrs, scales)]
+            out[f'{p.stem}_s{i:03d}'] = subs
+    return out
+
+
+def _read_all(paths):
+    backends = [LmdbBackend(str(p)) for p in paths]
+    keys = backends[0].keys()
+    assert all(b.keys() == keys for b in backends)  # identical keys, same order
+    return {k: [b.get(k) for b in backends] for k in keys}
+
+
+def test_multi_scale_shares_one_hr_database(tmp_path, t91_three):
+    paths = create_paired_lmdb(t91_three, tmp_path, SCALES, crop_size=CROP, step=STEP, fmt='raw',
+                               progress=False)
+    assert paths == lmdb_paths(tmp_path, 'three', SCALES, 'raw')
+    assert [p.name for p in paths] == ['three_HR_sub_raw.lmdb'] + [
+        f'three_LR_bicubic_X{s}_sub_raw.lmdb' for s in SCALES]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in paths)
+    expected = _expected_multi(t91_three, SCALES)
+    got = _read_all(paths)
+    assert list(got) == list(expected)
+    for key, subs in expected.items():
+        assert [a.shape for a in got[key]] == [(CROP, CROP, 3)] + [(CROP // s, CROP // s, 3) for s in SCALES]
+        for a, b in zip(got[key], subs):
+            np.testing.assert_array_equal(a, b)
+    for p in paths:  # meta_info lists every key in every database
+        assert list(read_meta_info(p)) == list(expected)
+    # the map-size estimate bounds the four databases together
+    sizes = [read_image_size(p) for p in sorted(t91_three.glob('*.png'))]
+    used = sum((p / 'data.mdb').stat().st_size for p in paths)
+    assert used <= estimate_map_size(sizes, SCALES, CROP, STEP, 0)
+    assert estimate_map_size(sizes, 4, CROP, STEP, 0) == estimate_map_size(sizes, (4,), CROP, STEP, 0)
+
+
+def test_multi_scale_reads_lr_from_scale_subfolders(tmp_path, t91_three):
+    make_lr_folder(t91_three, tmp_path / 'lr', SCALES)  # writes lr/LR_bicubic/X<s>/<stem>x<s>.png
+    lr_root = tmp_path / 'lr' / 'LR_bicubic'  # the DIV2K layout: X2/, X3/, X4/
+    made = create_paired_lmdb(t91_three, tmp_path / 'made', SCALES, crop_size=CROP, step=STEP,
+                              fmt='png', progress=False)
+    given = create_paired_lmdb(t91_three, tmp_path / 'given', SCALES, lr_dir=lr_root, crop_size=CROP,
+                               step=STEP, fmt='png', progress=False)
+    expected = _read_all(made)
+    got = _read_all(given)
+    assert list(got) == list(expected)
+    for key in expected:
+        for a, b in zip(got[key], expected[key]):
+            np.testing.assert_array_equal(a, b)
+    # make_lr's own root (LR_bicubic/X<s> below it) works too
+    root = create_paired_lmdb(t91_three, tmp_path / 'root', (4, 2), lr_dir=tmp_path / 'lr',
+                              crop_size=CROP, step=STEP, fmt='raw', progress=False)
+    assert [p.name for p in root] == ['three_HR_sub_raw.lmdb', 'three_LR_bicubic_X4_sub_raw.lmdb',
+                                      'three_LR_bicubic_X2_sub_raw.lmdb']
+    expected_42, got_42 = _expected_multi(t91_three, (4, 2)), _read_all(root)  # lcm 4: another grid
+    assert list(got_42) == list(expected_42)
+    for key in expected_42:
+        for a, b in zip(got_42[key], expected_42[key]):
+            np.testing.assert_array_equal(a, b)
+    # one int scale: a 2-tuple, from the X<s> folder under lr_dir, same values as made ones
+    single = create_paired_lmdb(t91_three, tmp_path / 'single', 3, lr_dir=lr_root, crop_size=CROP,
+                                step=STEP, fmt='raw', progress=False)
+    assert len(single) == 2 and single == lmdb_paths(tmp_path / 'single', 'three', 3, 'raw')
+    ref = create_paired_lmdb(t91_three, tmp_path / 'single_ref', 3, crop_size=CROP, step=STEP,
+                             fmt='raw', progress=False)
+    ref_values, single_values = _read_all(ref), _read_all(single)
+    assert list(ref_values) == list(single_values)
+    for key in ref_values:
+        for a, b in zip(single_values[key], ref_values[key]):
+            np.testing.assert_array_equal(a, b)
+
+
+def test_multi_scale_errors(tmp_path, t91_three):
+    def build(out, scales=SCALES, **kw):
+        kw = {'crop_size': CROP, 'step': STEP, 'fmt': 'raw', 'progress': False, **kw}
+        return create_paired_lmdb(t91_three, tmp_path / out, scales, **kw)
+
+    with pytest.raises(ValueError, match=r'multiples of scale \(4\)'):
+        build('e', step=18)  # 18 is a multiple of 2 and 3, not of 4
+    with pytest.raises(ValueError, match=r'multiples of scale \(5\)'):
+        build('e', scales=(2, 5))
+    with pytest.raises(ValueError, match=r'multiples of scale \(3\)'):
+        build('e', crop_size=40, step=40, scales=(2, 4, 3))
+    for bad in ((4, 4), (), (2, 0)):
+        with pytest.raises(ValueError, match='distinct'):
+            build('e', scales=bad)
+    hr_names = sorted(p.name for p in t91_three.glob('*.png'))
+    lr = tmp_path / 'lr'
+    make_lr_folder(t91_three, lr, SCALES)
+    x3 = lr / 'LR_bicubic' / 'X3'
+    (x3 / hr_names[1].replace('.png', 'x3.png')).unlink()
+    with pytest.raises(FileNotFoundError) as err:
+        build('e', lr_dir=lr / 'LR_bicubic')
+    assert str(t91_three / hr_names[1]) in str(err.value) and str(x3) in str(err.value)
+    shutil.rmtree(x3)
+    with pytest.raises(FileNotFoundError, match=re.escape(str(x3))) as err:
+        build('e', lr_dir=lr / 'LR_bicubic')
+    assert str(t91_three / hr_names[0]) in str(err.value)
+    # an LR of the wrong size names both files
+    bad = lr / 'LR_bicubic' / 'X2' / hr_names[0].replace('.png', 'x2.png')
+    cv2.imwrite(str(bad), np.zeros((10, 10, 3), np.uint8))
+    with pytest.raises(ValueError, match=re.escape(bad.name)) as err:
+        build('e', scales=(2, 4), lr_dir=lr / 'LR_bicubic')
+    assert hr_names[0] in str(err.value)
+    assert not (tmp_path / 'e').exists() or not any((tmp_path / 'e').iterdir())
+
+
+def test_cli_several_scales(tmp_path, t91_three, capsys):
+    argv = ['--hr', str(t91_three), '--out', str(tmp_path), '--scale', '2', '4', '--crop-size', '48',
+            '--step', '24', '--format', 'raw', '--workers', '1', '--prefix', 'cli']
+    assert _tool().main(argv) == 0
+    paths = lmdb_paths(tmp_path, 'cli', (2, 4), 'raw')
+    assert capsys.readouterr().out.splitlines() == [f'wrote {p}' for p in paths]
+    expected = _expected_multi(t91_three, (2, 4))
+    got = _read_all(paths)
+    assert list(got) == list(expected)
+    for key in (list(expected)[0], list(expected)[-1]):
+        for a, b in zip(got[key], expected[key]):
+            np.testing.assert_array_equal(a, b)
