@@ -22,7 +22,8 @@ sys.path.insert(0, str(ROOT))
 OPTIONS = ROOT / 'options' / 'experiments' / 'cpu_carnm_x4'
 RESULTS = ROOT / 'benchmarks' / 'results'
 SETS = ('Set5', 'Set14')
-METHODS = ('scratch', 'logits_kd', 'fakd', 'facd', 'dckd_offline', 'csd', 'l1_finetune', 'pcl_finetune')
+METHODS = ('scratch', 'logits_kd', 'fakd', 'facd', 'dckd_offline', 'csd', 'edsr128_scratch', 'init_kd',
+           'l1_finetune', 'pcl_finetune')
 
 
 def shared() -> Path:
