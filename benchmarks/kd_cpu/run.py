@@ -152,7 +152,8 @@ def save(rows, path_json: Path) -> None:
     header = ('# CPU distillation experiment: CARN-M teacher -> EDSR 8x32 student, x4\n\n'
               'Data: 96 px sub-images of T91 + BSD200 (../shared), MATLAB-exact bicubic LR. Same student, '
               'data, batch (16), steps (500) and schedule for every method (the two fine-tunes: 100 steps '
-              'at batch 8 from the scratch student). Y-PSNR/SSIM, crop 4, on the MATLAB LR files. '
+              'at batch 8 from the scratch student; csd and init_kd use an EDSR 8x128 instead of CARN-M as '
+              'the wide net, see below). Y-PSNR/SSIM, crop 4, on the MATLAB LR files. '
               f'Machine: {os.cpu_count()} CPU cores, one thread per run, up to three runs sharing them '
               f'(train times include that sharing); load when written: `{uptime}`.\n'
               'Reproduce: `python benchmarks/kd_cpu/prepare_data.py && python benchmarks/kd_cpu/run.py`.\n')
