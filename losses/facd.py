@@ -12,6 +12,11 @@ documented below (see also DESIGN.md, method table, row FACD).
 
 Notation: ``||a - b||_1`` of two images/feature maps means the *mean* absolute difference over all of
 their elements (C*H*W), as ``torch.nn.L1Loss`` computes it, not the sum.
+
+Units (assumption, no released code): the networks see [0, 1] images. ``pixel_range`` of
+:class:`FACDReconstructionLoss` says on which range L_SR is measured: 1 (default, [0, 1]) or 255
+(EDSR-PyTorch's [0, 255], the code base of FAKD and CSD), which multiplies L_SR by 255 and so
+changes its balance against lambda * L_FACD (the contrastive ratio has no unit).
 """
 from typing import List, Literal, Optional, Sequence
 
@@ -23,6 +28,8 @@ from utils.registry import LOSS_REGISTRY
 
 NORMALIZE_MODES = ('channel', 'image', 'none')
 DISTANCES = ('l1_ratio', 'infonce')
+BATCH_REDUCTIONS = ('sum', 'mean')
+PIXEL_RANGES = (1, 255)
 
 
 def per_image_l1(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -63,15 +70,22 @@ class FACDReconstructionLoss(nn.Module):
 
     Args:
         use_alpha: False gives the FCD ablation (alpha_i = 1 for every patch).
+        pixel_range: 1 (default): ``||.||_1`` on [0, 1] images; 255: on [0, 255] images, i.e. L_SR
+            x 255 (the EDSR-PyTorch convention). Which one the paper used is unknown (no released
+            code): an assumption either way. alpha is the same under both.
 
     ``forward(sr, teacher, gt, alpha=None)``: ``alpha`` (B,) as given by :func:`adaptive_indicator`
     (computed here when omitted and ``use_alpha``; ignored when not ``use_alpha``). The teacher image is
     a target: it is detached.
     """
 
-    def __init__(self, use_alpha: bool = True):
+    def __init__(self, use_alpha: bool = True, pixel_range: int = 1):
         super().__init__()
+        if pixel_range not in PIXEL_RANGES:
+            raise ValueError(f'pixel_range must be one of {PIXEL_RANGES} (images in [0, 1] or [0, 255]), '
+                             f'got {pixel_range!r}')
         self.use_alpha = use_alpha
+        self.pixel_range = int(pixel_range)
 
     def forward(self, sr: torch.Tensor, teacher: torch.Tensor, gt: torch.Tensor,
                 alpha: Optional[torch.Tensor] = None) -> torch.Tensor:
@@ -83,10 +97,14 @@ class FACDReconstructionLoss(nn.Module):
             alpha = adaptive_indicator(sr, teacher, gt)
         alpha = _check_alpha(alpha, batch).to(sr.dtype)
         per_image = (2 - alpha) * per_image_l1(sr, gt) + alpha * per_image_l1(sr, teacher)
-        return per_image.sum() / (2 * batch)
+        return self.pixel_range * per_image.sum() / (2 * batch)
 
 
-def _normalize(feat: torch.Tensor, mode: str) -> torch.Tensor:
+def normalize_features(feat: torch.Tensor, mode: str) -> torch.Tensor:
+    """L2 normalisation of ``(B, C, H, W)`` features: ``'channel'`` (each position's C-vector),
+    ``'image'`` (each whole map) or ``'none'``."""
+    if mode not in NORMALIZE_MODES:
+        raise ValueError(f"normalize must be one of {NORMALIZE_MODES}, got '{mode}'")
     if mode == 'channel':  # unit L2 norm of each position's channel vector
         return F.normalize(feat, dim=1)
     if mode == 'image':  # unit L2 norm of each whole feature map
@@ -122,17 +140,25 @@ class FACDFeatureContrastLoss(nn.Module):
                          ( exp(-d(s_i, t_i)/tau) + sum_{j != i} [exp(-d(s_i, t_j)/tau) + exp(-d(s_i, s_j)/tau)] ) )
 
     The positive of image i is the teacher's feature of image i; its negatives are the teacher's and the
-    student's features of the other images of the batch. Per tap: ``(1/B) * sum_i alpha_i * loss_i``.
+    student's features of the other images of the batch. Per tap: ``sum_i alpha_i * loss_i`` with
+    ``batch_reduction: sum`` (default: the paper's Eq. 4 sums over the batch with no 1/N), or
+    ``(1/B) * sum_i alpha_i * loss_i`` with ``mean``. With ``sum`` the ratio form keeps its scale
+    whatever B is (loss_i shrinks like 1/(2(B-1)), the number of negatives); with ``mean`` it
+    shrinks like 1/B. The model feeds the *global* batch (all DDP ranks; ``distill.gather``), so B
+    -- and with it the negatives -- does not depend on the GPU count.
 
     alpha: the paper multiplies the positive term by alpha_i. In the ratio form that is exactly
     ``alpha_i * loss_i``; we use the same per-image weight for ``'infonce'``, the only reading under
-    which alpha_i = 0 switches distillation off for that patch ("selective distillation"). The mean is
-    over all B images (not over the images with alpha = 1), so a batch with every alpha = 0 gives 0.
+    which alpha_i = 0 switches distillation off for that patch ("selective distillation"). With
+    ``mean`` the division is by all B images (not by the images with alpha = 1); a batch with every
+    alpha = 0 gives 0.
 
     Normalisation (``normalize``): ``'channel'`` (default) scales each position's C-vector to unit L2
-    norm; ``'image'`` scales each whole (C, H, W) map; ``'none'`` leaves the input as is (use it for the
-    ICD ablation on RGB images, one tap: ``tap_weights: [1.0]``). The paper says the features are
-    L2-normalised; we could not check along which dimension, hence the option.
+    norm; ``'image'`` scales each whole (C, H, W) map; ``'none'`` leaves the input as is -- use it when
+    the inputs are normalised already (the FACD component's ``student_feats_regressed`` and
+    ``teacher_feats_normalized``, which follow ``distill.facd.order``) and for the ICD ablation on
+    RGB images (one tap: ``tap_weights: [1.0]``). Normalising here normalises the regressor's
+    output: the ``regress_then_normalize`` order, not the paper's (Eq. 3-4).
 
     Gradients flow into the student features both as anchors and as negatives of the other images;
     teacher features are targets and are detached.
@@ -146,8 +172,11 @@ class FACDFeatureContrastLoss(nn.Module):
 
     def __init__(self, tap_weights: Sequence[float] = (0.5, 0.3, 0.2),
                  distance: Literal['l1_ratio', 'infonce'] = 'l1_ratio', temperature: float = 1.0,
-                 eps: float = 1e-7, normalize: Literal['channel', 'image', 'none'] = 'channel'):
+                 eps: float = 1e-7, normalize: Literal['channel', 'image', 'none'] = 'channel',
+                 batch_reduction: Literal['sum', 'mean'] = 'sum'):
         super().__init__()
+        if batch_reduction not in BATCH_REDUCTIONS:
+            raise ValueError(f"batch_reduction must be one of {BATCH_REDUCTIONS}, got '{batch_reduction}'")
         if distance not in DISTANCES:
             raise ValueError(f"distance must be one of {DISTANCES}, got '{distance}'")
         if normalize not in NORMALIZE_MODES:
@@ -159,10 +188,11 @@ class FACDFeatureContrastLoss(nn.Module):
         self.temperature = float(temperature)
         self.eps = float(eps)
         self.normalize = normalize
+        self.batch_reduction = batch_reduction
 
     def tap_loss(self, s: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """Per-image loss ``(B,)`` for one tap (before the alpha weighting)."""
-        s, t = _normalize(s, self.normalize), _normalize(t, self.normalize)
+        s, t = normalize_features(s, self.normalize), normalize_features(t, self.normalize)
         d_st = _pairwise_mean_l1(s, t)  # (B, B): row i = distances of s_i to every teacher feature
         d_ss = _pairwise_mean_l1(s, s)  # (B, B): row i = distances of s_i to every student feature
         d_pos = d_st.diagonal()
@@ -192,5 +222,6 @@ class FACDFeatureContrastLoss(nn.Module):
                 raise ValueError(f'student and teacher features differ in shape: {tuple(s.shape)} vs '
                                  f'{tuple(t.shape)} (map the student to the teacher channels first)')
             per_image = self.tap_loss(s, t.detach())
-            total = total + weight * (alpha.to(per_image.dtype) * per_image).mean()
+            weighted = alpha.to(per_image.dtype) * per_image
+            total = total + weight * (weighted.sum() if self.batch_reduction == 'sum' else weighted.mean())
         return total

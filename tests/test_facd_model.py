@@ -9,12 +9,14 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from losses.facd import FACDFeatureContrastLoss, FACDReconstructionLoss, adaptive_indicator
 from models import build_model
 from models.network_io import build_network, count_params
 from tests.helpers.kd import tiny_kd_options
 from tests.helpers.tiny_run import write_options
+from utils.option_spec import OptionError
 from utils.options import load_options, read_yaml
 
 REPO = Path(__file__).resolve().parents[1]
@@ -26,12 +28,21 @@ TAP_WEIGHTS = [0.5, 0.3, 0.2]
 LAMBDA = 4.0
 
 
+FEATURE_INPUTS = {'student_feats': 'student_feats_regressed', 'teacher_feats': 'teacher_feats_normalized',
+                  'alpha': 'alpha'}
+
+
 def facd_losses(**contrast):
     return [
         {'type': 'FACDReconstructionLoss', 'weight': 1.0, 'name': 'l_sr', 'inputs': {'alpha': 'alpha'}},
         {'type': 'FACDFeatureContrastLoss', 'weight': LAMBDA, 'name': 'l_facd', 'tap_weights': TAP_WEIGHTS,
-         'inputs': {'student_feats': 'student_feats_regressed', 'alpha': 'alpha'}, **contrast},
+         'normalize': 'none', 'inputs': dict(FEATURE_INPUTS), **contrast},
     ]
+
+
+def feature_loss(**kw):
+    """The feature term as the option files configure it: inputs normalised by the component."""
+    return FACDFeatureContrastLoss(tap_weights=TAP_WEIGHTS, normalize='none', **kw)
 
 
 def build(tmp_path, losses=None, distill=None, **kw):
@@ -58,13 +69,14 @@ def forward_with_feats(net, lq, paths):
 
 
 def reference(model, lq, paths=PATHS):
-    """(sr, student feats regressed, teacher sr, teacher feats), no grad, computed independently."""
+    """(sr, regressed student feats, teacher sr, normalised teacher feats), no grad, computed
+    independently: channel L2 normalisation, then the regressor (the paper's order, the default)."""
     comp = component(model)
     with torch.no_grad():
         sr, fs = forward_with_feats(model.net_g, lq, paths)
         t, ft = forward_with_feats(model.teacher.net, lq, paths)
-        reg = [r(f) for r, f in zip(comp.regressors, fs)]
-    return sr, reg, t, ft
+        reg = [r(F.normalize(f, dim=1)) for r, f in zip(comp.regressors, fs)]
+    return sr, reg, t, [F.normalize(f, dim=1) for f in ft]
 
 
 def lq_batch(b=3, size=8, seed=0):
@@ -79,6 +91,7 @@ def per_image_l1(a, b):
 @pytest.mark.parametrize('contrast', [{}, {'distance': 'infonce', 'temperature': 0.5}], ids=['l1_ratio', 'infonce'])
 def test_alpha_lsr_and_contrast_equal_the_losses_on_independent_tensors(tmp_path, contrast):
     model, comp = build(tmp_path, facd_losses(**contrast))
+    assert (comp.order, comp.normalize) == ('normalize_then_regress', 'channel')  # the defaults
     lq = lq_batch()
     sr, reg, t, ft = reference(model, lq)
     # GT chosen so alpha is known by hand: image 0 GT = teacher output (teacher perfect -> alpha 1),
@@ -90,7 +103,7 @@ def test_alpha_lsr_and_contrast_equal_the_losses_on_independent_tensors(tmp_path
     a = alpha
     l_sr = (((2 - a) * per_image_l1(sr, gt) + a * per_image_l1(sr, t)).sum() / (2 * 3)).item()
     assert FACDReconstructionLoss()(sr, t, gt, alpha).item() == pytest.approx(l_sr, rel=1e-6)
-    contrast_loss = FACDFeatureContrastLoss(tap_weights=TAP_WEIGHTS, **contrast)
+    contrast_loss = FACDFeatureContrastLoss(tap_weights=TAP_WEIGHTS, normalize='none', **contrast)
     l_facd = LAMBDA * contrast_loss(reg, ft, alpha).item()
     unweighted = LAMBDA * contrast_loss(reg, ft).item()
     assert l_facd != pytest.approx(unweighted, rel=1e-3)  # alpha matters for this batch
@@ -136,6 +149,69 @@ def test_teacher_runs_once_per_step(tmp_path):
         assert model.last_step.calls['teacher_sr'] == 1 and model.last_step.calls['sr'] == 1
         assert model.last_step.calls['alpha'] == 1
     handle.remove()
+
+
+@pytest.mark.parametrize('normalize', ['channel', 'image'])
+def test_order_option_places_the_normalisation_before_or_after_the_regressor(tmp_path, normalize):
+    def norm(f):
+        return F.normalize(f, dim=1) if normalize == 'channel' else F.normalize(f.flatten(1), dim=1).view_as(f)
+
+    lq, gt = lq_batch(), torch.rand(3, 3, 16, 16)
+    anchors = {}
+    for order in ('normalize_then_regress', 'regress_then_normalize'):
+        model, comp = build(tmp_path / order, distill={'taps': TAPS, 'facd': {'order': order, 'normalize': normalize}})
+        with torch.no_grad():
+            _, fs = forward_with_feats(model.net_g, lq, PATHS)
+            _, ft = forward_with_feats(model.teacher.net, lq, PATHS)
+            if order == 'normalize_then_regress':  # paper: DR(n(F_s)), DR's output not renormalised
+                want = [r(norm(f)) for r, f in zip(comp.regressors, fs)]
+            else:
+                want = [norm(r(f)) for r, f in zip(comp.regressors, fs)]
+        model.feed_data({'lq': lq, 'gt': gt})
+        losses = model.compute_losses(1)
+        got = model.last_step.values['student_feats_regressed']
+        for g, w in zip(got, want):
+            assert torch.allclose(g, w, atol=1e-6)
+        for g, f in zip(model.last_step.values['teacher_feats_normalized'], ft):
+            assert torch.allclose(g, norm(f), atol=1e-6)
+        alpha = model.last_step.values['alpha']
+        assert losses['l_facd'].item() == pytest.approx(
+            LAMBDA * feature_loss()(want, [norm(f) for f in ft], alpha).item(), rel=1e-5)
+        anchors[order] = got[0].detach()
+    # same seed, same regressors: the orders differ (the regressor is not scale-equivariant: biases, PReLU)
+    assert not torch.allclose(anchors['normalize_then_regress'], anchors['regress_then_normalize'], atol=1e-3)
+
+
+def test_feature_term_must_not_normalise_the_regressed_features_again(tmp_path):
+    losses = facd_losses()
+    losses[1]['normalize'] = 'channel'
+    model, comp = build(tmp_path, losses)
+    with pytest.raises(ValueError, match=r"train.losses.1.normalize \(l_facd\): 'channel' would normalise the "
+                                         r'regressor output again.*set normalize: none'):
+        model.train_step({'lq': lq_batch(), 'gt': torch.rand(3, 3, 16, 16)}, 1)
+
+
+def test_several_processes_refuse_per_rank_negatives(tmp_path):
+    # with 2 processes a term reading this rank's signals would get 2(b-1) negatives, not 2(2b-1)
+    model, comp = build(tmp_path)
+    model.world_size = 2  # only the check runs here (no process group): the 2-process runs are in
+    with pytest.raises(ValueError, match=r"train.losses.1.inputs.student_feats \(l_facd\): reads "  # test_negatives_global
+                                         r"'student_feats_regressed', this rank's images only, with 2 processes"
+                                         r".*read 'student_feats_regressed_global' and list"):
+        comp.before_step(model, 1)
+    losses = facd_losses()
+    losses[1]['inputs'] = {k: v + '_global' for k, v in FEATURE_INPUTS.items()}
+    model, comp = build(tmp_path / 'global', losses,
+                        distill={'taps': TAPS, 'facd': {}, 'gather': {'signals': list(FEATURE_INPUTS.values())}})
+    model.world_size = 2
+    comp.before_step(model, 1)  # accepted
+    model.world_size = 1
+    out = model.train_step({'lq': lq_batch(), 'gt': torch.rand(3, 3, 16, 16)}, 1)
+    step = model.last_step
+    for name in FEATURE_INPUTS.values():  # one process: the global signals are the local ones
+        glob, local = step.values[name + '_global'], step.values[name]
+        assert all(g is t for g, t in zip(glob, local)) if isinstance(local, list) else glob is local
+    assert out['l_facd'].item() > 0
 
 
 # ---------------------------------------------------------------------------------------------- regressors
@@ -206,7 +282,7 @@ def test_fcd_ablation_sets_every_alpha_to_one(tmp_path):
     assert model.last_step.values['alpha'].tolist() == [1.0, 1.0, 1.0]
     # alpha = 1: L_SR = 0.5 L1(S, GT) + 0.5 L1(S, T) = 0.5 L1(S, T) here
     assert out['l_sr'].item() == pytest.approx(0.5 * (sr - t).abs().mean().item(), rel=1e-5)
-    expected = LAMBDA * FACDFeatureContrastLoss(tap_weights=TAP_WEIGHTS)(reg, ft).item()
+    expected = LAMBDA * feature_loss()(reg, ft).item()
     assert expected > 0 and out['l_facd'].item() == pytest.approx(expected, rel=1e-5)
 
 
@@ -233,12 +309,16 @@ def test_icd_ablation_contrasts_output_images_without_regressors(tmp_path):
 def test_configuration_errors_are_clear(tmp_path):
     with pytest.raises(ValueError, match='FACD pairs student and teacher taps one to one'):
         build(tmp_path, distill={'taps': {'student': PATHS, 'teacher': PATHS[:2]}, 'facd': {}})
-    with pytest.raises(KeyError, match="unknown signal 'student_feats_regressed'"):
+    with pytest.raises(KeyError, match="unknown signal '(student|teacher)_feats_(regressed|normalized)'"):
         build(tmp_path, distill={'facd': {}})  # no taps, so no regressors
     opt = tiny_kd_options(tmp_path, facd_losses(), {'taps': TAPS, 'facd': {}}, teacher=TEACHER, student=STUDENT)
     del opt['network_t'], opt['path']['pretrain_network_t']
     with pytest.raises(ValueError, match='distill.facd: FACD distils from a teacher'):
         build_model(load_options(str(write_options(opt, tmp_path / 'no_teacher.yml'))))
+    with pytest.raises(OptionError, match='distill.facd.order'):
+        build(tmp_path, distill={'taps': TAPS, 'facd': {'order': 'regress_only'}})
+    with pytest.raises(ValueError, match='distill.gather.signals: list the per-rank signals'):
+        build(tmp_path, distill={'taps': TAPS, 'facd': {}, 'gather': {'signals': ['alpha_global']}})
 
 
 # ---------------------------------------------------------------------------------------------- option files
@@ -255,10 +335,18 @@ def test_option_files_hold_the_paper_settings(path):
     assert train['scheduler']['milestones'] == [150_000, 300_000, 450_000] and train['scheduler']['gamma'] == 0.5
     l_sr, l_facd = train['losses']
     assert l_sr['type'] == 'FACDReconstructionLoss' and l_sr['inputs'] == {'alpha': 'alpha'}
+    assert l_sr['weight'] == 1.0 and l_sr['pixel_range'] == 1  # [0, 1] units: an assumption, said in the header
     assert l_facd['type'] == 'FACDFeatureContrastLoss' and l_facd['weight'] == 4.0
     assert l_facd['tap_weights'] == [0.5, 0.3, 0.2]
-    assert l_facd['inputs'] == {'student_feats': 'student_feats_regressed', 'alpha': 'alpha'}
-    assert opt['distill']['facd']['adaptive'] is True
+    # paper Eq. 3-4: normalise, then regress (the component), no renormalisation in the term; Eq. 4: sum
+    facd = opt['distill']['facd']
+    assert facd['adaptive'] is True and facd['order'] == 'normalize_then_regress' and facd['normalize'] == 'channel'
+    assert l_facd['normalize'] == 'none' and l_facd['batch_reduction'] == 'sum'
+    # negatives from the global batch (issue 17.8)
+    assert l_facd['inputs'] == {k: v + '_global' for k, v in FEATURE_INPUTS.items()}
+    assert opt['distill']['gather']['signals'] == list(FEATURE_INPUTS.values())
+    header = path.read_text().split('\nname:')[0]
+    assert 'ASSUMPTION' in header and 'pixel_range: 255' in header and 'Eq. 3-4' in header
     # three taps at the same relative depth of student and teacher
     depth = {'EDSR': 'num_block', 'RCAN': 'num_group'}
     taps = opt['distill']['taps']

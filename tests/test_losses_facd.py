@@ -48,6 +48,18 @@ def test_reconstruction_loss_hand_value():
         pytest.approx(expected, abs=1e-7)
 
 
+def test_reconstruction_loss_pixel_range_255_is_l1_on_0_255_images():
+    # pixel_range 255: the same hand value in [0, 255] units, (0.5 + 0.75 + 0.5) * 255 / 6 = 74.375
+    expected = (0.5 + 0.75 + 0.5) * 255 / (2 * 3)
+    loss = FACDReconstructionLoss(pixel_range=255)(SR, TEACHER, GT)
+    assert loss.item() == pytest.approx(74.375, rel=1e-6) and expected == 74.375
+    # ... which is the [0, 1] loss computed on images scaled to [0, 255] (alpha is scale-free)
+    on_255 = FACDReconstructionLoss(pixel_range=1)(SR * 255, TEACHER * 255, GT * 255)
+    assert loss.item() == pytest.approx(on_255.item(), rel=1e-6)
+    with pytest.raises(ValueError, match=r'pixel_range must be one of \(1, 255\)'):
+        FACDReconstructionLoss(pixel_range=100)
+
+
 def test_reconstruction_loss_fcd_ablation_is_half_l1_half_kd():
     # use_alpha=False: alpha = 1 everywhere -> image 0 becomes 0.25 + 0.5 = 0.75
     expected = (0.75 + 0.75 + 0.5) / (2 * 3)
@@ -96,19 +108,23 @@ TAP2_RATIO = [0.5 / (0.5 + 1 + 0.5 + 0.5 + EPS), 0.0, 0.5 / (0 + 1 + 0.5 + 1 + E
 
 
 def test_feature_contrast_ratio_hand_value_with_alpha():
+    # default batch_reduction 'sum': the paper's Eq. 4 sums over the batch (no 1/N)
     loss_fn = FACDFeatureContrastLoss(tap_weights=[0.7, 0.3], eps=EPS)
     alpha = torch.tensor([1., 0., 1.])
-    tap1 = (1 * TAP1_RATIO[0] + 0 * TAP1_RATIO[1] + 1 * TAP1_RATIO[2]) / 3  # = 0.25 / 3
-    tap2 = (1 * TAP2_RATIO[0] + 0 * TAP2_RATIO[1] + 1 * TAP2_RATIO[2]) / 3  # = 0.4 / 3
+    tap1 = 1 * TAP1_RATIO[0] + 0 * TAP1_RATIO[1] + 1 * TAP1_RATIO[2]  # = 0.25
+    tap2 = 1 * TAP2_RATIO[0] + 0 * TAP2_RATIO[1] + 1 * TAP2_RATIO[2]  # = 0.4
     expected = 0.7 * tap1 + 0.3 * tap2
-    assert expected == pytest.approx(0.295 / 3, rel=1e-5)
+    assert expected == pytest.approx(0.295, rel=1e-5)
     loss = loss_fn([TAP1_S, TAP2_S], [TAP1_T, TAP2_T], alpha)
     assert loss.item() == pytest.approx(expected, rel=1e-5)
+    # 'mean' divides by the batch size (3), alpha = 0 images included
+    mean_fn = FACDFeatureContrastLoss(tap_weights=[0.7, 0.3], eps=EPS, batch_reduction='mean')
+    assert mean_fn([TAP1_S, TAP2_S], [TAP1_T, TAP2_T], alpha).item() == pytest.approx(0.295 / 3, rel=1e-5)
 
 
 def test_feature_contrast_ratio_without_alpha_uses_every_image():
     loss_fn = FACDFeatureContrastLoss(tap_weights=[0.7, 0.3], eps=EPS)
-    expected = 0.7 * sum(TAP1_RATIO) / 3 + 0.3 * sum(TAP2_RATIO) / 3
+    expected = 0.7 * sum(TAP1_RATIO) + 0.3 * sum(TAP2_RATIO)
     loss = loss_fn([TAP1_S, TAP2_S], [TAP1_T, TAP2_T])
     assert loss.item() == pytest.approx(expected, rel=1e-5)
 
@@ -133,7 +149,7 @@ def test_feature_contrast_infonce_hand_value():
                                     + e(-0.6 / tau) + e(-1 / tau)))
     loss_fn = FACDFeatureContrastLoss(tap_weights=[1.0], distance='infonce', temperature=tau)
     loss = loss_fn([TAP1_S], [TAP1_T])
-    assert loss.item() == pytest.approx((row0 + row1 + row2) / 3, rel=1e-5)
+    assert loss.item() == pytest.approx(row0 + row1 + row2, rel=1e-5)
 
 
 def test_icd_single_tap_of_images_without_normalisation():
@@ -142,7 +158,7 @@ def test_icd_single_tap_of_images_without_normalisation():
     t = torch.tensor([0.75, 0.25]).view(2, 1, 1, 1).expand(2, 3, 4, 4)
     # image 0: d(s0,t0)=.25 / (d(s0,t1)=.25 + d(s0,s1)=.25) = 0.5 ; image 1: d(s1,t1) = 0
     loss = FACDFeatureContrastLoss(tap_weights=[1.0], normalize='none', eps=0.0)([s], [t])
-    assert loss.item() == pytest.approx((0.5 + 0.0) / 2, rel=1e-6)
+    assert loss.item() == pytest.approx(0.5 + 0.0, rel=1e-6)
 
 
 def test_image_normalisation_scales_whole_map():
@@ -168,6 +184,8 @@ def test_tap_count_mismatch_and_bad_options_raise():
         FACDFeatureContrastLoss(distance='l2')
     with pytest.raises(ValueError, match='normalize'):
         FACDFeatureContrastLoss(normalize='batch')
+    with pytest.raises(ValueError, match="batch_reduction must be one of \\('sum', 'mean'\\)"):
+        FACDFeatureContrastLoss(batch_reduction='max')
 
 
 def test_gradient_reaches_student_not_teacher():

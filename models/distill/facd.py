@@ -7,11 +7,23 @@ The losses are pure tensor functions in :mod:`losses.facd`; this component suppl
   output is already closer to GT than the teacher's, else 1; :func:`losses.facd.adaptive_indicator`),
   computed once per step without gradient and shared by the image and the feature term. With
   ``adaptive: false`` it is 1 for every patch: the FCD ablation.
-* ``student_feats_regressed`` -- the paper's deep regressors R_l (five 1x1 convs + PReLU, student
-  channels -> teacher channels, :class:`archs.facd_regressor.FACDRegressor`) applied to the student's
-  tapped features, one regressor per tap: R_l(F^S_l), the anchors of the feature-domain contrast.
-  The regressors are trained with the student (optimizer g, gradients averaged across DDP ranks by
-  KDModel), saved in the resume state, and never exported with the student's weights.
+* ``student_feats_regressed`` -- the anchors of the feature-domain contrast: the paper's deep
+  regressors R_l (five 1x1 convs + PReLU, student channels -> teacher channels,
+  :class:`archs.facd_regressor.FACDRegressor`), one per tap, applied to the student's tapped
+  features in the order ``distill.facd.order`` says:
+
+  - ``normalize_then_regress`` (default, the paper: Eq. 3-4 and the text before them normalise the
+    feature maps first and compare DR(normalised student feature) with the normalised teacher
+    feature; DR's output is not normalised again): ``R_l(n(F^S_l))``;
+  - ``regress_then_normalize`` (this code's order before issue 17): ``n(R_l(F^S_l))``;
+
+  with ``n`` the L2 normalisation of ``distill.facd.normalize``. The regressors are trained with
+  the student (optimizer g, gradients averaged across DDP ranks by KDModel), saved in the resume
+  state, and never exported with the student's weights.
+* ``teacher_feats_normalized`` -- ``n(F^T_l)``, the positives and teacher negatives. Both signals
+  are final: the contrastive term reads them with ``normalize: none`` (checked before the first
+  step). ``distill.gather.signals`` turns them into the global batch (``*_global``), which the
+  term must read with several processes (checked too).
 * ``sr_image_list`` / ``teacher_sr_image_list`` -- the output images as one-"tap" lists, so the same
   contrastive loss runs in the image domain (the ICD ablation) without a regressor.
 
@@ -21,16 +33,19 @@ Option section (validated by :data:`FACD_SCHEMA`)::
       taps: {student: [...], teacher: [...]}   # one regressor per pair, channels found by a probe
       facd:
         adaptive: true                         # false: alpha = 1 everywhere (FCD ablation)
+        order: normalize_then_regress          # paper; regress_then_normalize: the former order
+        normalize: channel                     # channel | image | none: the L2 normalisation n
         regressor: {num_layers: 5, hidden_channels: null, prelu_per_channel: false}
 """
-from typing import Any, Dict, Iterable, List, Optional, Sequence
+from typing import Any, Dict, Iterable, List, Literal, Optional, Sequence
 
 import torch
 from torch import nn
 
 from archs.facd_regressor import FACDRegressor
-from losses.facd import adaptive_indicator
+from losses.facd import NORMALIZE_MODES, adaptive_indicator, normalize_features
 from models.distill.component import Component
+from models.distill.gather import require_global_inputs
 from models.distill.registry import ComponentSpec, register_component
 from models.network_io import unwrap
 from models.signals import Provider
@@ -39,6 +54,22 @@ from utils.option_spec import Field, Section
 
 #: LR side of the zero image used to find the channel count at each tap (cheap even for EDSR-L)
 PROBE_SIZE = 8
+
+ORDERS = ('normalize_then_regress', 'regress_then_normalize')
+
+
+def regress_features(feats: Sequence[torch.Tensor], regressors: Sequence[nn.Module], order: str,
+                     normalize: str) -> List[torch.Tensor]:
+    """The anchors of FACD's feature contrast, one per tap: ``R(n(f))`` for ``normalize_then_regress``
+    (the paper, Eq. 3-4: DR's output is not renormalised) or ``n(R(f))`` for
+    ``regress_then_normalize``; ``n`` = :func:`losses.facd.normalize_features` with ``normalize``."""
+    if order not in ORDERS:
+        raise ValueError(f"distill.facd.order must be one of {ORDERS}, got '{order}'")
+    if len(feats) != len(regressors):
+        raise ValueError(f'FACD: {len(feats)} student features for {len(regressors)} regressors')
+    if order == 'normalize_then_regress':
+        return [r(normalize_features(f, normalize)) for r, f in zip(regressors, feats)]
+    return [normalize_features(r(f), normalize) for r, f in zip(regressors, feats)]
 
 
 def _input_channels(net: nn.Module) -> int:
@@ -73,10 +104,16 @@ class FACD(Component):
     name = 'facd'
 
     def __init__(self, model, adaptive: bool = True, regressor: Optional[Dict[str, Any]] = None,
-                 where: str = 'distill.facd'):
+                 order: str = 'normalize_then_regress', normalize: str = 'channel', where: str = 'distill.facd'):
         if getattr(model, 'teacher', None) is None:
             raise ValueError(f'{where}: FACD distils from a teacher; give network_t and path.pretrain_network_t')
+        if order not in ORDERS:
+            raise ValueError(f"{where}.order: expected one of {ORDERS}, got '{order}'")
+        if normalize not in NORMALIZE_MODES:
+            raise ValueError(f"{where}.normalize: expected one of {NORMALIZE_MODES}, got '{normalize}'")
         self.adaptive = bool(adaptive)
+        self.order, self.normalize = order, normalize
+        self.checked = False
         taps = (model.opt.get('distill') or {}).get('taps') or {}
         student_taps, teacher_taps = list(taps.get('student') or ()), list(taps.get('teacher') or ())
         if len(student_taps) != len(teacher_taps):
@@ -102,10 +139,25 @@ class FACD(Component):
         return adaptive_indicator(sr.detach().float(), teacher_sr.float(), gt.float())
 
     def regress(self, student_feats: List[torch.Tensor]) -> List[torch.Tensor]:
-        """R_l(F^S_l) for every tap l: the student features mapped onto the teacher's channels."""
-        if len(student_feats) != len(self.regressors):
-            raise ValueError(f'FACD: {len(student_feats)} student features for {len(self.regressors)} regressors')
-        return [r(f) for r, f in zip(self.regressors, student_feats)]
+        """The student features of every tap mapped onto the teacher's channels, normalised before
+        (paper) or after the regressor, as ``order`` says (:func:`regress_features`)."""
+        return regress_features(student_feats, self.regressors, self.order, self.normalize)
+
+    def before_step(self, model, current_iter: int) -> None:
+        """Once, before the first step: the configuration checks that need the built terms."""
+        if self.checked:
+            return
+        offset = 1 if (model.opt.get('train') or {}).get('pixel_opt') else 0
+        for i, term in enumerate(model.terms):
+            reads = term.inputs.get('student_feats', '')
+            if type(term.loss).__name__ == 'FACDFeatureContrastLoss' and reads.startswith('student_feats_regressed') \
+                    and term.loss.normalize != 'none':
+                raise ValueError(f"train.losses.{i - offset}.normalize ({term.name}): '{term.loss.normalize}' would "
+                                 'normalise the regressor output again; the FACD signals are normalised already '
+                                 '(distill.facd.normalize / order): set normalize: none')
+        require_global_inputs(model, 'FACDFeatureContrastLoss', ('student_feats', 'teacher_feats', 'alpha'),
+                              "FACD's negatives (the other images of the batch)")
+        self.checked = True
 
     def providers(self) -> List[Provider]:
         out = [
@@ -119,7 +171,12 @@ class FACD(Component):
         if len(self.regressors):
             out.append(Provider(('student_feats_regressed',),
                                 lambda step: {'student_feats_regressed': self.regress(step['student_feats'])},
-                                deps=('student_feats',), doc='FACD regressors on the student taps (grad)'))
+                                deps=('student_feats',), doc='FACD regressors on the student taps (grad), '
+                                                             'normalised as distill.facd.order says'))
+            out.append(Provider(('teacher_feats_normalized',),
+                                lambda step: {'teacher_feats_normalized': [
+                                    normalize_features(f, self.normalize) for f in step['teacher_feats']]},
+                                deps=('teacher_feats',), doc='FACD: the teacher taps, L2-normalised'))
         return out
 
     # ------------------------------------------------------------------ training and state
@@ -137,6 +194,12 @@ class FACD(Component):
 FACD_SCHEMA = Section({
     'adaptive': Field(bool, True, 'alpha_i = 0 for patches the student already restores better than the '
                                   'teacher (paper); false: alpha = 1 everywhere (FCD ablation)'),
+    'order': Field(Literal['normalize_then_regress', 'regress_then_normalize'], 'normalize_then_regress',
+                   'normalize_then_regress: R(n(F_s)) vs n(F_t), R\'s output not renormalised (paper, Eq. 3-4); '
+                   'regress_then_normalize: n(R(F_s)) vs n(F_t) (the former default)'),
+    'normalize': Field(Literal['channel', 'image', 'none'], 'channel',
+                       "L2 normalisation n of the features: each position's channel vector, each whole map, "
+                       'or none (the paper does not say along which axis: assumption)'),
     'regressor': Section({
         'num_layers': Field(int, 5, '1x1 convolutions per regressor (paper: 5)'),
         'hidden_channels': Field(Optional[int], None, 'width of the hidden layers (null: teacher channels)'),
@@ -147,5 +210,7 @@ FACD_SCHEMA = Section({
 register_component(ComponentSpec(
     key='facd',
     schema=FACD_SCHEMA,
-    build=lambda model, cfg: FACD(model, adaptive=cfg.get('adaptive', True), regressor=cfg.get('regressor')),
-    doc='provides alpha, student_feats_regressed, sr_image_list, teacher_sr_image_list'))
+    build=lambda model, cfg: FACD(model, adaptive=cfg.get('adaptive', True), regressor=cfg.get('regressor'),
+                                  order=cfg.get('order', 'normalize_then_regress'),
+                                  normalize=cfg.get('normalize', 'channel')),
+    doc='provides alpha, student_feats_regressed, teacher_feats_normalized, sr_image_list, teacher_sr_image_list'))

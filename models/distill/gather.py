@@ -1,0 +1,69 @@
+"""The ``distill.gather`` component: signals over the GLOBAL batch (every DDP rank's images).
+
+``distill.gather.signals: [a, b]`` provides ``a_global`` and ``b_global``: the signal concatenated
+over ranks in rank order (:func:`utils.dist_gather.gather_signal`), with gradient where the signal
+has one. With one process ``a_global`` is ``a`` itself. A contrastive term that reads the
+``*_global`` signals computes, on every rank, the loss one process computes on the global batch;
+the gather's backward and DDP's gradient averaging together give that process's gradient (see
+:mod:`utils.dist_gather`). So its negatives -- "the other images of the batch" -- no longer depend
+on how many GPUs share the batch (issue 17, point 8).
+
+:func:`require_global_inputs` is the guard methods call before their first step: with several
+processes, a batch-coupled term that reads a per-rank signal is refused with a one-line error.
+"""
+from typing import Iterable, List
+
+from models.distill.component import Component
+from models.distill.registry import ComponentSpec, register_component
+from models.signals import Provider
+from utils.dist_gather import gather_signal
+from utils.option_spec import Field, ListOf, Section
+
+SUFFIX = '_global'
+
+
+class Gather(Component):
+    """Provides ``<signal>_global`` for each configured signal."""
+
+    name = 'gather'
+
+    def __init__(self, signals: Iterable[str]):
+        self.signals = list(signals)
+        bad = [s for s in self.signals if s.endswith(SUFFIX)]
+        if bad:
+            raise ValueError(f'distill.gather.signals: list the per-rank signals, not {bad}')
+
+    def providers(self) -> List[Provider]:
+        def make(name: str) -> Provider:
+            return Provider((name + SUFFIX,), lambda step: {name + SUFFIX: gather_signal(step[name])},
+                            deps=(name,), doc=f'{name} over the global batch (all ranks)')
+        return [make(s) for s in self.signals]
+
+
+def require_global_inputs(model, loss_type: str, args: Iterable[str], why: str) -> None:
+    """With several processes, raise if a ``train.losses`` term of ``loss_type`` feeds one of
+    ``args`` from a per-rank signal (one not ending in ``_global``). No-op with one process."""
+    if getattr(model, 'world_size', 1) <= 1:
+        return
+    offset = 1 if (model.opt.get('train') or {}).get('pixel_opt') else 0  # pixel_opt is term 0
+    for i, term in enumerate(model.terms):
+        if type(term.loss).__name__ != loss_type:
+            continue
+        for arg in args:
+            sig = term.inputs.get(arg)
+            if sig is not None and not sig.endswith(SUFFIX):
+                raise ValueError(
+                    f"train.losses.{i - offset}.inputs.{arg} ({term.name}): reads '{sig}', this rank's "
+                    f'images only, with {model.world_size} processes; {why} would depend on the GPU count: '
+                    f"read '{sig}{SUFFIX}' and list '{sig}' in distill.gather.signals")
+
+
+GATHER_SCHEMA = Section({
+    'signals': ListOf(Field(str), doc='signals to gather over all ranks; each <name> provides <name>_global'),
+}, absent_none=True, doc='signals over the global batch (all DDP ranks), for batch-coupled contrastive terms')
+
+register_component(ComponentSpec(
+    key='gather',
+    schema=GATHER_SCHEMA,
+    build=lambda model, cfg: Gather(cfg.get('signals') or ()),
+    doc='provides <signal>_global for each of distill.gather.signals'))
