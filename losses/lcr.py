@@ -21,6 +21,7 @@ returns names in that order (``invert+vflip+hflip+transpose``; their 'h' is our 
 in the reverse order, which is the exact inverse and what :func:`undo_transform` does. DUKD undoes by
 applying the same ordered ops again, which is not the inverse when exactly one flip is combined with
 the transpose (``transpose(vflip(transpose(vflip(x))))`` is a 180-degree rotation of x).
+:func:`undo_transform` with ``order='forward'`` reproduces that for ``distill.dukd``'s official variant.
 The loss in both codes is ``L1Loss`` (mean).
 
 Exactness: flips and transposes are exact; ``img_range - (img_range - x)`` is exact only for values
@@ -66,10 +67,19 @@ def apply_transform(x: torch.Tensor, name: str, img_range: float = 1.0) -> torch
     return x
 
 
-def undo_transform(y: torch.Tensor, name: str, img_range: float = 1.0) -> torch.Tensor:
+UNDO_ORDERS = ('reverse', 'forward')
+
+
+def undo_transform(y: torch.Tensor, name: str, img_range: float = 1.0, order: str = 'reverse') -> torch.Tensor:
     """Undo ``name`` on an output ``y`` (e.g. the SR of a transformed LR): every op is its own inverse
-    (inversion: ``img_range - y``), so the ops are applied again in reverse order."""
-    for op in reversed(parse_transform(name)):
+    (inversion: ``img_range - y``), so the ops are applied again in reverse order.
+
+    ``order='forward'`` re-applies them in the forward order instead, as DUKD's released code does
+    (``models/dukd_model.py``): not the inverse when the transpose meets exactly one flip."""
+    if order not in UNDO_ORDERS:
+        raise ValueError(f"undo order must be one of {', '.join(UNDO_ORDERS)}, got {order!r}")
+    ops = parse_transform(name)
+    for op in (reversed(ops) if order == 'reverse' else ops):
         y = _apply_op(y, op, img_range)
     return y
 
@@ -95,9 +105,11 @@ def apply_transforms(x: torch.Tensor, names: Sequence[str], img_range: float = 1
     return _per_image(x, names, apply_transform, img_range)
 
 
-def undo_transforms(y: torch.Tensor, names: Sequence[str], img_range: float = 1.0) -> torch.Tensor:
-    """Undo ``names[i]`` on output ``y[i]`` of a batch ``(B, C, H, W)``."""
-    return _per_image(y, names, undo_transform, img_range)
+def undo_transforms(y: torch.Tensor, names: Sequence[str], img_range: float = 1.0,
+                    order: str = 'reverse') -> torch.Tensor:
+    """Undo ``names[i]`` on output ``y[i]`` of a batch ``(B, C, H, W)`` (``order``: see
+    :func:`undo_transform`)."""
+    return _per_image(y, names, lambda x, name, r: undo_transform(x, name, r, order), img_range)
 
 
 def sample_transforms(n: int, generator: Optional[torch.Generator] = None, prob: float = 0.5,

@@ -51,6 +51,7 @@ class KDModel(BaseModel):
         distill = opt.get('distill') or {}
         taps = distill.get('taps') or {}
         self.components: List[Component] = []
+        self.student_inputs: Dict[str, str] = {}  # output signal -> signal holding the images
         if opt.get('network_t'):
             self.teacher = Teacher(opt['network_t'], opt.get('path') or {}, self.scale, self.device,
                                    taps=taps.get('teacher') or (), autocast=self.autocast,
@@ -79,25 +80,55 @@ class KDModel(BaseModel):
                 self.graph.add(provider)
         wanted = [sig for term in self.terms for sig in term.inputs.values()]
         self.needed = self.graph.closure(wanted)
+        late = {sig for comp in self.components for sig in comp.late_signals()}
+        self.late_terms = [t.name for t in self.terms if late & self.graph.closure(t.inputs.values())]
+        if self.late_terms and train_opt.get('amp') == 'fp16':
+            raise ValueError(f'train.amp: fp16 loss scaling cannot keep the gradient across the intermediate '
+                             f'optimizer step that terms {self.late_terms} need; use bf16 or no amp')
         self.component_params = [p for c in self.components for p in c.trainable_parameters()]
         if self.component_params:
             self.optimizers['g'].add_param_group({'params': self.component_params})
 
+    def add_student_input(self, output: str, source: str) -> None:
+        """Also provide ``output`` = the student (with gradient) on the images of signal ``source``,
+        concatenated with the LR batch into ONE forward when their (C, H, W) agree (another shape:
+        its own forward). For components' extra training inputs (DUKD's zoom-in tiles); the student
+        has no batch statistics (no BatchNorm), so batching does not change the result."""
+        if output in ('sr', 'student_feats') or output in self.student_inputs:
+            raise ValueError(f"student: signal '{output}' is already provided")
+        self.student_inputs[output] = source
+
     def base_providers(self) -> List[Provider]:
+        extra = dict(self.student_inputs)
+
         def batch(step):
             return {'lq': self.lq, 'gt': self.gt}
 
         def student(step):
+            lq = step['lq']
+            others = [(out, step[src]) for out, src in extra.items() if step.wants(out)]
+            joined = [(out, x) for out, x in others if x.shape[1:] == lq.shape[1:]]
+            x = torch.cat([lq] + [img for _, img in joined]) if joined else lq
+            values = {}
             if self.student_taps and step.wants('student_feats'):
                 with FeatureTaps(self.net_g, self.student_taps) as taps:
-                    sr = self.net_g(step['lq'])
-                    feats = taps.features()
-                return {'sr': sr, 'student_feats': feats}
-            return {'sr': self.net_g(step['lq'])}
+                    y = self.net_g(x)
+                    values['student_feats'] = [f[:lq.shape[0]] for f in taps.features()]
+            else:
+                y = self.net_g(x)
+            values['sr'], start = y[:lq.shape[0]], lq.shape[0]
+            for out, img in joined:
+                values[out], start = y[start:start + img.shape[0]], start + img.shape[0]
+            for out, img in others:
+                if out not in values:
+                    values[out] = self.net_g(img)
+            return values
 
+        deps = {'sr': ('lq',), 'student_feats': ('lq',), **{o: (s,) for o, s in extra.items()}}
         return [Provider(('lq', 'gt'), batch, doc='the batch'),
-                Provider(('sr', 'student_feats'), student, deps=('lq',),
-                         doc='student output (and tapped features), with gradient')]
+                Provider(('sr', 'student_feats') + tuple(extra), student, deps=deps,
+                         doc='student output (and tapped features), with gradient, plus its output on '
+                             'images other components ask for, in the same forward')]
 
     # ------------------------------------------------------------------ the step
     def new_step(self) -> Step:
@@ -105,10 +136,36 @@ class KDModel(BaseModel):
 
     def compute_losses(self, current_iter: int) -> Dict[str, torch.Tensor]:
         step = self.new_step()
-        losses = {term.name: term(step) for term in self.terms}
         self.last_step = step
+        early = [t for t in self.terms if t.name not in self.late_terms]
+        if self.late_terms and early:  # an intermediate optimizer step first (Component.late_signals)
+            losses = {term.name: term(step) for term in early}
+            if not self.intermediate_step(losses, current_iter):
+                return losses  # non-finite: BaseModel skips the iteration
+            losses = {k: v.detach() for k, v in losses.items()}
+            losses.update({term.name: term(step) for term in self.terms if term.name in self.late_terms})
+            losses = {term.name: losses[term.name] for term in self.terms}
+        else:
+            losses = {term.name: term(step) for term in self.terms}
         self.output = step.values.get('sr')
         return losses
+
+    def intermediate_step(self, losses: Dict[str, torch.Tensor], current_iter: int) -> bool:
+        """Backward + optimizer step on ``losses`` WITHOUT clearing the gradient, so the iteration's
+        final backward adds to it (DUKD's released code: one ``zero_grad``, two ``optimizer.step``).
+        No LR-schedule or EMA update (once per iteration, by BaseModel). False when non-finite."""
+        total = sum(losses.values())
+        if not self._all_finite(total):
+            return False
+        opt = self.optimizers['g']
+        self.scaler.scale(total).backward()
+        self.before_optimizer_step(current_iter)
+        if self.grad_clip:
+            self.scaler.unscale_(opt)
+            torch.nn.utils.clip_grad_norm_(self.net_g.parameters(), self.grad_clip)
+        self.scaler.step(opt)
+        self.scaler.update()
+        return True
 
     def before_step(self, current_iter: int) -> None:
         for comp in self.components:

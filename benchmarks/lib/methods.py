@@ -40,6 +40,8 @@ METHODS: Dict[str, Tuple[str, ...]] = {
     'facd': ('options/facd_edsr_x4.yml', 'options/facd_rcan_x4.yml'),
     'pcl': ('options/pcl_edsr_x4.yml', 'options/pcl_rcan_x4.yml'),
     'dckd': ('options/dckd_rcan_x4.yml', 'options/dckd_swinir_x4.yml'),
+    # the RCAN pair with every DUKD part on (x3; the released x4 config has no zoom-out and no LCR)
+    'dukd': ('options/dukd_rcan_x3.yml', 'options/dukd_edsr_x4.yml'),
 }
 
 PRESETS = ('tiny', 'paper')

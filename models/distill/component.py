@@ -23,6 +23,12 @@ class Component:
         """Parameters optimised together with the student (e.g. FACD's regressor)."""
         return []
 
+    def late_signals(self) -> Iterable[str]:
+        """Signals computed only after an intermediate optimizer step: the terms that read them
+        (directly or through other signals) are back-propagated after the other terms' backward and
+        an optimizer step whose gradient is kept (DUKD's released code: two steps per iteration)."""
+        return ()
+
     def before_step(self, model, current_iter: int) -> None:
         pass
 
