@@ -1,8 +1,9 @@
 """CSDModel: contrastive self-distillation (Wang et al., "Towards Compact Single Image
 Super-Resolution via Contrastive Self-distillation", IJCAI 2021).
 
-ONE slimmable network (``network_g``, :class:`archs.slimmable_edsr.SlimmableEDSR`) is trained at two
-widths that share weights: the teacher at ``distill.csd.teacher_width`` (1.0) and the student
+ONE slimmable network (``network_g``: :class:`archs.slimmable_edsr.SlimmableEDSR`,
+:class:`archs.slimmable_rcan.SlimmableRCAN` or :class:`archs.slimmable_carn.SlimmableCARN_M`) is trained
+at two widths that share weights: the teacher at ``distill.csd.teacher_width`` (1.0) and the student
 (CS-Student, the channel-splitting SR network) at ``distill.csd.student_width`` (0.25), the first
 channels of every conv. Per step (paper Eq. 7):
 
@@ -13,32 +14,36 @@ phi_i = VGG19 relu{i}_1, w = 1/32, 1/16, 1/8, 1/4, 1, T detached, N_k = bicubic-
 batch images. The signals: ``sr`` = net(lq, width=student) and ``teacher_sr`` = net(lq, width=teacher),
 BOTH with gradient (two forwards of the shared net, nothing else runs it); the frozen VGG runs once on
 [teacher; negatives] without gradient and once on the student output (:mod:`models.distill.embedding`).
-The terms are ordinary ``train.losses`` entries (L1Loss, ContrastiveRatioLoss, L1Loss with
-``inputs: {pred: teacher_sr}``); ``distill.csd`` (:data:`models.distill.csd.CSD_SCHEMA`) holds the
+By default (``distill.csd.init_from: pretrained``) the shared net starts from a trained full-width
+network (``path.pretrain_network_g``, a plain EDSR / RCAN / CARN-M checkpoint: same key names), as
+the CSD description and the released script do; ``init_from: scratch`` trains both widths jointly
+from a random init. The terms are ordinary ``train.losses`` entries (L1Loss, ContrastiveRatioLoss,
+L1Loss with ``inputs: {pred: teacher_sr}``); ``distill.csd`` (:data:`models.distill.csd.CSD_SCHEMA`) holds the
 widths and the paper/official switch.
 
 Inference: the module's default ``width_mult`` is set to the student width on the trained net and on
 its EMA copy, so validation, ``inference_net`` and tools that call ``net(x)`` see the student. Every
 exported weights file (``net_g_<iter>.pth``, ``net_g_latest.pth``, ``net_g_best.pth``) holds the
-full shared net under ``params`` (and ``params_ema``) -- a SlimmableEDSR config with ``width_mult``
+full shared net under ``params`` (and ``params_ema``) -- a slimmable config with ``width_mult``
 picks either width -- and, with ``export_student`` (default), the student as a standalone narrow
-EDSR state_dict under ``params_student`` (:func:`archs.slimmable_edsr.narrow_state_dict`), so a plain
-``EDSR(num_feat = student_width * num_feat)`` config evaluates it with ``param_key_g: params_student``
-(``tools/test.py --param_key params_student``). Resume states hold the shared net once (no student copy).
+plain-network state_dict under ``params_student``
+(:meth:`archs.slimmable_ops.Slimmable.narrow_state_dict`), so a plain ``EDSR`` / ``RCAN`` / ``CARN_M``
+config with ``num_feat = student_width * num_feat`` evaluates it with ``param_key_g: params_student``
+(``tools/test.py --param-key params_student``). Resume states hold the shared net once (no student copy).
 
 DDP: the net is wrapped once and both forwards go through the wrapper. Every parameter gets a gradient
 in every step (a width-w forward slices each conv's weight, and autograd gives the whole tensor a
 gradient, zero outside the slice; the full width uses everything anyway), and autograd sums the two
 forwards' contributions before each parameter's gradient hook fires, so one all-reduce per parameter
-carries both: ``find_unused_parameters`` stays False.
+carries both: ``find_unused_parameters`` stays False -- except for a multi-scale network (CARN-M),
+whose unused upsampling heads get no gradient at all.
 """
-import inspect
 import logging
 from typing import Any, Dict, List, Optional
 
 import torch
 
-from archs.slimmable_edsr import narrow_state_dict
+from archs.slimmable_ops import Slimmable
 from models.distill.csd import CSD_SCHEMA, resolve_variant
 from models.distill.negatives import BicubicNegatives
 from models.kd_model import KDModel
@@ -73,6 +78,7 @@ class CSDModel(KDModel):
                              'distill.csd.teacher_width); remove network_t')
         opt, notes = resolve_variant(opt)
         csd = opt['distill']['csd']
+        self._check_init(csd['init_from'], opt.get('path') or {}, is_train and bool(opt.get('train')))
         self.variant = csd['variant']
         self.student_width = float(csd['student_width'])
         self.teacher_width = float(csd['teacher_width'])
@@ -95,16 +101,34 @@ class CSDModel(KDModel):
         if self.rank == 0:
             for note in notes:
                 logger.info(f'CSD: {note}')
-            if self.is_train and self.variant == 'official' and not (opt.get('path') or {}).get('pretrain_network_g'):
-                logger.warning('CSD variant official: the released code starts the shared net from a trained '
-                               'full-width EDSR (--teacher_model); path.pretrain_network_g is not set, so this '
-                               'run starts from scratch')
+            if self.is_train:
+                start = (f"the trained full-width network {opt['path']['pretrain_network_g']}"
+                         if csd['init_from'] == 'pretrained' else 'a random init (init_from: scratch)')
+                logger.info(f'CSD: the shared net starts from {start}')
+
+    def wrap_for_training(self, net, train_opt: Dict[str, Any]):
+        """A multi-scale net (CARN-M's x2/x3/x4 heads) runs one head: DDP must not wait for the others."""
+        self.find_unused_parameters = bool(getattr(net, 'multi_scale', False))
+        return super().wrap_for_training(net, train_opt)
+
+    @staticmethod
+    def _check_init(init_from: str, path: Dict[str, Any], training: bool) -> None:
+        """init_from 'pretrained' needs path.pretrain_network_g (a resumed run loads its own state);
+        'scratch' must not have one. A missing file is reported by the loader, naming the key."""
+        weights = path.get('pretrain_network_g')
+        if init_from == 'pretrained' and training and not weights and not path.get('resume_state'):
+            raise ValueError('distill.csd.init_from is pretrained (the default) but path.pretrain_network_g is not '
+                             'set: give a trained full-width network of the network_g type, or set '
+                             'distill.csd.init_from: scratch to train both widths jointly from a random init')
+        if init_from == 'scratch' and training and weights:
+            raise ValueError(f'distill.csd.init_from is scratch but path.pretrain_network_g is set ({weights}); '
+                             'remove one of them (init_from: pretrained loads it)')
 
     @staticmethod
     def _check_slimmable(net) -> None:
-        if 'width_mult' not in inspect.signature(net.forward).parameters or not hasattr(net, 'channels_at'):
-            raise TypeError(f'network_g: CSDModel needs a slimmable network (type: SlimmableEDSR) whose forward '
-                            f'takes width_mult; got {type(net).__name__}')
+        if not isinstance(net, Slimmable):
+            raise TypeError(f'network_g: CSDModel needs a slimmable network (type: SlimmableEDSR, SlimmableRCAN or '
+                            f'SlimmableCARN_M) whose forward takes width_mult; got {type(net).__name__}')
 
     # ------------------------------------------------------------------ set-up
     def build_losses(self, train_opt: Dict[str, Any]) -> None:
@@ -118,7 +142,8 @@ class CSDModel(KDModel):
                 comp.clamp = bool(distill['csd']['clamp_negatives'])
         for term in self.terms:
             loss = term.loss
-            if getattr(loss, 'detach_positive', True) is False and term.inputs.get('positive') == 'emb_teacher_sr':
+            positive = term.inputs.get('positive')
+            if getattr(loss, 'detach_positive', True) is False and positive in ('emb_teacher_sr', 'emb_teacher_sr_global'):
                 raise ValueError(f'train.losses ({term.name}): detach_positive: false cannot train the teacher '
                                  'through the contrastive term here: emb_teacher_sr comes from the no-grad '
                                  'embedding pass. CSD (paper and released scripts, --contrast_t_detach) '
@@ -154,11 +179,11 @@ class CSDModel(KDModel):
     # ------------------------------------------------------------------ inference and export
     def network_state(self) -> Dict[str, Any]:
         """BasicSR layout (``params``, ``params_ema``: the whole shared net) plus ``params_student``:
-        the student as a plain narrow EDSR state_dict, cut from the network validation uses."""
+        the student as a plain narrow network state_dict, cut from the network validation uses."""
         state = super().network_state()
         if self.export_student:
             use_ema = (self.opt.get('val') or {}).get('use_ema', True)
-            state['params_student'] = narrow_state_dict(self.inference_net(use_ema), self.student_width)
+            state['params_student'] = unwrap(self.inference_net(use_ema)).narrow_state_dict(self.student_width)
         return state
 
     def training_state(self) -> Dict[str, Any]:

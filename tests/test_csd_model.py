@@ -12,7 +12,9 @@ from archs.edsr import EDSR
 from archs.slimmable_edsr import SlimmableEDSR
 from models import build_model
 from models.distill.negatives import BicubicNegatives
-from models.network_io import unwrap
+from archs.slimmable_ops import as_slimmable
+from models.network_io import build_network, unwrap
+from tests.helpers.kd import save_standin_teacher
 from tests.helpers.tiny_run import tiny_sr_options, write_options
 from utils.option_spec import OptionError
 from utils.options import load_options
@@ -22,10 +24,12 @@ LAYER_WEIGHTS = [0.25, 1.0]
 STUDENT_CH = 4  # 0.25 of 16
 
 
-def csd_options(tmp, variant='paper', embedding=None, csd=None, losses=None, **train):
+def csd_options(tmp, variant='paper', embedding=None, csd=None, losses=None, network=None, **train):
+    """A tiny CSD run; ``init_from: scratch`` unless ``csd`` says otherwise (the pretrained default is
+    tested on its own below)."""
     opt = tiny_sr_options(tmp, **train)
     opt['model_type'] = 'CSDModel'
-    opt['network_g'] = {'type': 'SlimmableEDSR', 'num_feat': 16, 'num_block': 2, 'res_scale': 0.1}
+    opt['network_g'] = network or {'type': 'SlimmableEDSR', 'num_feat': 16, 'num_block': 2, 'res_scale': 0.1}
     opt['train'].pop('pixel_opt')
     opt['train']['losses'] = losses or [
         {'type': 'L1Loss', 'weight': 255.0, 'name': 'l_pix'},
@@ -33,7 +37,7 @@ def csd_options(tmp, variant='paper', embedding=None, csd=None, losses=None, **t
         {'type': 'L1Loss', 'weight': 255.0, 'name': 'l_teacher', 'inputs': {'pred': 'teacher_sr'}},
     ]
     opt['distill'] = {
-        'csd': {'variant': variant, 'student_width': 0.25, **(csd or {})},
+        'csd': {'variant': variant, 'student_width': 0.25, 'init_from': 'scratch', **(csd or {})},
         'negatives': {'source': 'bicubic', 'num': 10},
         'embedding': embedding or {'type': 'VGG19Features', 'layers': LAYERS, 'allow_random': True},
     }
@@ -256,7 +260,10 @@ def _ddp_worker(rank, world_size, port, tmp):
 
 
 def test_two_process_ddp_keeps_the_shared_net_in_sync(tmp_path):
-    write_options(csd_options(tmp_path), tmp_path / 'ddp.yml')
+    opt = csd_options(tmp_path)  # several processes: the contrastive ratio reads the global batch (issue 17.8)
+    opt['distill']['gather'] = {'signals': ['emb_sr', 'emb_teacher_sr']}
+    opt['train']['losses'][1]['inputs'] = {'anchor': 'emb_sr_global', 'positive': 'emb_teacher_sr_global'}
+    write_options(opt, tmp_path / 'ddp.yml')
     method = 'fork' if 'fork' in mp.get_all_start_methods() and not torch.cuda.is_available() else 'spawn'
     mp.start_processes(_ddp_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True,
                        start_method=method)
@@ -265,3 +272,135 @@ def test_two_process_ddp_keeps_the_shared_net_in_sync(tmp_path):
     for k in s0:
         assert torch.equal(s0[k], s1[k]), k
     assert any(not torch.equal(s0[k], init[k]) for k in s0)
+
+
+# ----------------------------------------------------------------------------- init from a trained net
+TINY_NETS = {  # plain trained network -> the slimmable network_g that CSD trains, and a student width
+    'EDSR': ({'type': 'EDSR', 'num_feat': 16, 'num_block': 2, 'res_scale': 0.1},
+             {'type': 'SlimmableEDSR', 'num_feat': 16, 'num_block': 2, 'res_scale': 0.1}, 0.25),
+    'RCAN': ({'type': 'RCAN', 'num_feat': 16, 'num_group': 2, 'num_block': 1, 'squeeze_factor': 4},
+             {'type': 'SlimmableRCAN', 'num_feat': 16, 'num_group': 2, 'num_block': 1, 'squeeze_factor': 4}, 0.5),
+    'CARN_M': ({'type': 'CARN_M', 'num_feat': 16, 'group': 4},
+               {'type': 'SlimmableCARN_M', 'num_feat': 16, 'group': 4}, 0.5),
+}
+
+
+def pretrained_options(tmp_path, kind, **kw):
+    plain, slim, width = TINY_NETS[kind]
+    weights = save_standin_teacher(plain, tmp_path / f'{kind}.pth', 2, seed=5)
+    opt = csd_options(tmp_path, network=slim, csd={'init_from': 'pretrained', 'student_width': width}, **kw)
+    opt['path']['pretrain_network_g'] = str(weights)
+    return opt, weights
+
+
+@pytest.mark.parametrize('kind', sorted(TINY_NETS))
+def test_default_init_starts_from_the_trained_full_width_network(tmp_path, kind):
+    opt, weights = pretrained_options(tmp_path, kind, ema_decay=0.9)
+    opt['distill']['csd'].pop('init_from')  # the default
+    model = build_model(load_options(str(write_options(opt, tmp_path / 'p.yml'))))
+    trained = build_network(TINY_NETS[kind][0], 2)
+    trained.load_state_dict(torch.load(weights, weights_only=True)['params'])
+    net, width = unwrap(model.net_g), TINY_NETS[kind][2]
+    for key, value in trained.state_dict().items():  # every weight is the trained network's
+        assert torch.equal(net.state_dict()[key], value), key
+        assert torch.equal(model.ema.module.state_dict()[key], value), key
+    # the narrow net is the trained network's first channels (CARN-M: of each group)
+    narrow = net.narrow_state_dict(width)
+    for key, value in as_slimmable(trained).narrow_state_dict(width).items():
+        assert torch.equal(narrow[key], value), key
+    c = int(16 * width)
+    first = {'EDSR': 'body.1.conv2.weight', 'RCAN': 'body.1.residual_group.0.rcab.2.weight'}.get(kind)
+    if first:
+        assert torch.equal(narrow[first], trained.state_dict()[first][:c, :c])
+        assert torch.equal(narrow['conv_first.weight'], trained.state_dict()['conv_first.weight'][:c])
+    x = batch(b=1)['lq']
+    with torch.no_grad():  # so the student starts as the channel-split trained network
+        assert torch.allclose(net(x), as_slimmable(trained).export(width)(x), atol=1e-6)
+        assert torch.allclose(net(x, width_mult=1.0), trained(x), atol=1e-6)
+
+
+def test_init_errors_name_the_keys(tmp_path):
+    opt = csd_options(tmp_path, csd={'init_from': 'pretrained'})
+    with pytest.raises(ValueError, match=r'distill.csd.init_from is pretrained \(the default\) but '
+                                         r'path.pretrain_network_g is not set'):
+        build_model(load_options(str(write_options(opt, tmp_path / 'a.yml'))))
+    opt['path']['pretrain_network_g'] = str(tmp_path / 'missing.pth')
+    with pytest.raises(OptionError, match=r'path.pretrain_network_g: file or folder not found: .*missing.pth'):
+        build_model(load_options(str(write_options(opt, tmp_path / 'b.yml'))))
+    opt, _ = pretrained_options(tmp_path, 'EDSR')
+    opt['distill']['csd']['init_from'] = 'scratch'
+    with pytest.raises(ValueError, match='init_from is scratch but path.pretrain_network_g is set'):
+        build_model(load_options(str(write_options(opt, tmp_path / 'c.yml'))))
+
+
+@pytest.mark.parametrize('kind', ['RCAN', 'CARN_M'])
+def test_csd_step_and_student_export_on_rcan_and_carn(tmp_path, kind):
+    opt, _ = pretrained_options(tmp_path, kind)
+    model = build_model(load_options(str(write_options(opt, tmp_path / 'r.yml'))))
+    widths = []
+    net = unwrap(model.net_g)
+    net.register_forward_pre_hook(lambda m, args, kwargs: widths.append(kwargs.get('width_mult')), with_kwargs=True)
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    losses = model.train_step(batch(b=3), 1)
+    width = TINY_NETS[kind][2]
+    assert sorted(widths) == [width, 1.0] and all(torch.isfinite(v) for v in losses.values())
+    assert any(not torch.equal(v, before[k]) for k, v in net.state_dict().items())
+    student = build_network({**TINY_NETS[kind][0], 'num_feat': int(16 * width)}, 2)
+    student.load_state_dict(model.network_state()['params_student'])  # a plain narrow RCAN / CARN-M
+    x = batch(b=1)['lq']
+    with torch.no_grad():
+        assert torch.allclose(student(x), net(x, width_mult=width), atol=1e-6)
+
+
+def _carn_ddp_worker(rank, world_size, port, tmp):
+    import torch.distributed as dist
+    os.environ.update({'MASTER_ADDR': '127.0.0.1', 'MASTER_PORT': str(port),
+                       'GLOO_SOCKET_IFNAME': os.environ.get('GLOO_SOCKET_IFNAME', 'lo')})
+    torch.set_num_threads(1)
+    dist.init_process_group('gloo', rank=rank, world_size=world_size)
+    model = build_model(load_options(os.path.join(tmp, 'carn.yml')), rank=rank, world_size=world_size)
+    assert model.net_g.find_unused_parameters  # the x3/x4 heads of the multi-scale net get no gradient
+    for it in (1, 2):
+        model.train_step(batch(seed=10 * it + rank), it)
+    dist.destroy_process_group()
+    torch.save(unwrap(model.net_g).state_dict(), os.path.join(tmp, f'carn{rank}.pt'))
+
+
+def test_two_process_ddp_trains_the_multi_scale_carn_m(tmp_path):
+    """Only one head of the multi-scale CARN-M runs: DDP must not wait for the others' gradients."""
+    losses = [{'type': 'L1Loss', 'weight': 255.0, 'name': 'l_pix'},
+              {'type': 'L1Loss', 'weight': 255.0, 'name': 'l_teacher', 'inputs': {'pred': 'teacher_sr'}}]
+    opt, _ = pretrained_options(tmp_path, 'CARN_M', losses=losses)
+    opt['distill'] = {'csd': opt['distill']['csd']}
+    write_options(opt, tmp_path / 'carn.yml')
+    method = 'fork' if 'fork' in mp.get_all_start_methods() and not torch.cuda.is_available() else 'spawn'
+    mp.start_processes(_carn_ddp_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True,
+                       start_method=method)
+    s0, s1 = (torch.load(tmp_path / f'carn{r}.pt', weights_only=True) for r in range(2))
+    for k in s0:
+        assert torch.equal(s0[k], s1[k]), k
+    trained = torch.load(tmp_path / 'CARN_M.pth', weights_only=True)['params']
+    assert not torch.equal(s0['entry.weight'], trained['entry.weight'])
+    assert torch.equal(s0['upsample.up3.body.0.weight'], trained['upsample.up3.body.0.weight'])  # unused head
+
+
+# ----------------------------------------------------------------------------- the shipped option files
+def test_shipped_csd_files_start_from_a_trained_network():
+    from tests.conftest import REPO_ROOT
+    from utils.options import read_yaml
+    files = sorted((REPO_ROOT / 'options').glob('csd_*.yml'))
+    csd_files = [f for f in files if read_yaml(str(f))['model_type'] == 'CSDModel']
+    names = {f.name for f in csd_files}
+    assert {f'csd_{n}_x{s}.yml' for n in ('edsr', 'rcan') for s in (2, 3, 4)} | {'csd_carn_x4.yml'} <= names
+    for f in csd_files:
+        tree, text = read_yaml(str(f)), f.read_text()
+        assert tree['distill']['csd'].get('init_from', 'pretrained') == 'pretrained', f.name
+        assert tree['path']['pretrain_network_g'], f.name
+        assert 'ASSUMPTION' in text and 'ImageNet mean/std' in text, f.name  # the "paper" VGG input
+    for s in (2, 3, 4):
+        tree = read_yaml(str(REPO_ROOT / 'options' / f'csd_rcan_x{s}.yml'))
+        assert tree['network_g'] == {'type': 'SlimmableRCAN', 'num_feat': 64, 'num_group': 10, 'num_block': 20,
+                                     'squeeze_factor': 16}
+        assert tree['distill']['csd']['student_width'] == 0.75  # the released RCAN widths [0.75, 1.0]
+    carn = read_yaml(str(REPO_ROOT / 'options' / 'csd_carn_x4.yml'))
+    assert carn['network_g']['type'] == 'SlimmableCARN_M' and carn['path']['pretrain_network_g'].endswith('carn_m.pth')

@@ -4,6 +4,7 @@ import torch
 
 from archs.edsr import EDSR
 from archs.slimmable_edsr import SlimmableEDSR, export_narrow_edsr
+from archs.slimmable_ops import as_slimmable
 from models import build_model
 from models.distill.init_student import init_from_teacher_channels
 from tests.helpers.kd import save_standin_teacher, tiny_kd_options
@@ -76,8 +77,11 @@ def test_mismatched_student_is_a_clear_error(tmp_path):
     with pytest.raises(ValueError, match=r'width_mult 0.25 gives 4 of the teacher.s 16 channels, but '
                                          r'network_g.num_feat is 8'):
         build(tmp_path, teacher, {'type': 'EDSR', 'num_feat': 8, 'num_block': 2}, init={'width_mult': 0.25})
-    with pytest.raises(TypeError, match='network_g must be an EDSR or SlimmableEDSR, got CARN_M'):
+    with pytest.raises(TypeError, match=r'network_g \(CARN_M\) and network_t \(EDSR\) must be the same kind'):
         build(tmp_path, teacher, {'type': 'CARN_M'})
+    with pytest.raises(TypeError, match=r'network_g must be one of .*RCAN.*got SwinIR'):
+        build(tmp_path, teacher, {'type': 'SwinIR', 'embed_dim': 12, 'depths': [1], 'num_heads': [2],
+                                  'window_size': 4, 'img_size': 8, 'upsampler': 'pixelshuffle'})
     student = {'type': 'EDSR', 'num_feat': 8, 'num_block': 2}
     opt = tiny_kd_options(tmp_path, LOGITS_KD, {'init_student': {}}, teacher=teacher, student=student)
     opt['path']['pretrain_network_g'] = str(save_standin_teacher(student, tmp_path / 'g.pth', 2))
@@ -91,3 +95,29 @@ def test_disabled_leaves_the_random_init(tmp_path):
     x = lq()
     with torch.no_grad():
         assert not torch.allclose(model.net_g(x), export_narrow_edsr(model.teacher.net, 0.5)(x), atol=1e-3)
+
+
+@pytest.mark.parametrize('teacher, student, width', [
+    ({'type': 'RCAN', 'num_feat': 16, 'num_group': 2, 'num_block': 1, 'squeeze_factor': 4},
+     {'type': 'RCAN', 'num_feat': 12, 'num_group': 2, 'num_block': 1, 'squeeze_factor': 4}, 0.75),
+    ({'type': 'SlimmableRCAN', 'num_feat': 16, 'num_group': 2, 'num_block': 1, 'squeeze_factor': 4},
+     {'type': 'RCAN', 'num_feat': 8, 'num_group': 2, 'num_block': 1, 'squeeze_factor': 4}, 0.5),
+    ({'type': 'CARN_M', 'num_feat': 16, 'group': 4}, {'type': 'CARN_M', 'num_feat': 8, 'group': 4}, 0.5),
+    ({'type': 'SlimmableCARN_M', 'num_feat': 16, 'group': 4}, {'type': 'CARN_M', 'num_feat': 4, 'group': 4}, 0.25),
+])
+def test_narrow_copy_of_rcan_and_carn_teachers(tmp_path, teacher, student, width):
+    """The same baseline for RCAN and CARN-M: the student computes the teacher's channel-split net."""
+    model = build(tmp_path, teacher, student)
+    x = lq(4)
+    with torch.no_grad():
+        t = as_slimmable(model.teacher.net)
+        assert torch.allclose(model.net_g(x), t(x, width_mult=width), atol=1e-6)
+        assert torch.allclose(model.net_g(x), t.export(width)(x), atol=1e-6)
+    assert next(c for c in model.components if c.name == 'init_student').width == width
+
+
+def test_rcan_student_with_another_squeeze_factor_is_refused(tmp_path):
+    teacher = {'type': 'RCAN', 'num_feat': 16, 'num_group': 1, 'num_block': 1, 'squeeze_factor': 4}
+    student = {'type': 'RCAN', 'num_feat': 8, 'num_group': 1, 'num_block': 1, 'squeeze_factor': 8}
+    with pytest.raises(ValueError, match='differ in squeeze_factor: teacher 4 vs student 8'):
+        build(tmp_path, teacher, student)

@@ -5,6 +5,9 @@
         mlp_ratio=2 upsampler=pixelshuffle --lr-size 320x180 --json
     python tools/model_info.py -opt options/dckd_rcan_x4.yml      # every top-level network_* block
 
+With ``-opt`` the option file is validated, but its datasets and weights need not exist yet: each
+missing file is listed on stderr with its option key and where to get it (utils/external_files.py).
+
 ``--set`` values are parsed as YAML. ``--lr-size WxH`` (default 320x180: 1280x720 output at x4).
 ``--scale`` fills ``upscale`` for ``--arch`` when the arch takes one and ``--set`` does not give it.
 MACs are FLOPs/2 as counted by ``torch.utils.flop_counter`` (convs, linears, attention matmuls);
@@ -25,8 +28,10 @@ import torch
 import yaml
 
 import archs  # noqa: F401  (fills ARCH_REGISTRY)
+from archs.slimmable_ops import Slimmable, width_param_counts
 from utils.build import build_from_cfg
 from utils.complexity import count_params, macs_and_output_shape
+from utils.option_spec import OptionError
 from utils.registry import ARCH_REGISTRY
 from utils.suggest import did_you_mean
 
@@ -67,22 +72,13 @@ def describe(name: str, cfg: Dict[str, Any], lr_size: Tuple[int, int]) -> Dict[s
     net = build_on_meta(cfg)
     in_ch = cfg.get('num_in_ch', cfg.get('in_chans', 3))
     macs, out_shape = macs_and_output_shape(net, (lr_size[1], lr_size[0]), in_ch=in_ch)
-    return {'name': name, 'type': cfg['type'],
+    info = {'name': name, 'type': cfg['type'],
             'options': {k: v for k, v in cfg.items() if k != 'type'},
             'params': count_params(net), 'trainable_params': count_params(net, trainable_only=True),
             'macs': macs, 'lr_size': list(lr_size), 'out_size': [out_shape[-1], out_shape[-2]]}
-
-
-def read_option_file(path: str, sets: List[str]) -> Dict[str, Any]:
-    """The option file as a plain nested dict, validated by utils.options when available."""
-    try:
-        from utils.options import load_options
-    except ImportError:  # utils.options not importable: read the YAML unvalidated
-        if sets:
-            raise SystemExit('model_info: --set with -opt needs utils.options')
-        with open(path, 'r', encoding='utf-8') as f:
-            return yaml.safe_load(f) or {}
-    return load_options(path, sets=sets)
+    if isinstance(net, Slimmable):  # CSD's slimmable nets: the parameters each width uses
+        info['width_params'] = width_param_counts(net)
+    return info
 
 
 def arch_blocks(args) -> List[Tuple[str, Dict[str, Any]]]:
@@ -98,9 +94,14 @@ def arch_blocks(args) -> List[Tuple[str, Dict[str, Any]]]:
 
 
 def option_blocks(args) -> List[Tuple[str, Dict[str, Any]]]:
-    """Every top-level ``network_*`` block of the option file."""
-    opt = read_option_file(args.opt, args.set)
-    blocks = [(k, v) for k, v in opt.items() if k.startswith('network_') and isinstance(v, dict) and 'type' in v]
+    """Every top-level ``network_*`` block of the option file (``upscale`` from ``scale`` as a run
+    fills it). Missing data or weight files do not stop it: they are listed on stderr with where
+    to get them."""
+    from engine.dry_run import load_allowing_missing, network_blocks
+    opt, missing = load_allowing_missing(args.opt, args.set)
+    for line in missing:
+        print(f'missing: {line}', file=sys.stderr)
+    blocks = network_blocks(opt)
     if not blocks:
         raise ValueError(f'{args.opt} has no top-level network_* block with a type')
     return blocks
@@ -110,8 +111,11 @@ def format_row(info: Dict[str, Any]) -> str:
     (w, h), (ow, oh) = info['lr_size'], info['out_size']
     frozen = info['params'] - info['trainable_params']
     extra = f' ({frozen:,} frozen)' if frozen else ''
-    return (f"{info['name']}: {info['type']}  params {info['params']:,} ({info['params'] / 1e6:.3f}M){extra}  "
-            f"MACs {info['macs']:,} ({info['macs'] / 1e9:.2f}G) at {w}x{h} -> {ow}x{oh}")
+    row = (f"{info['name']}: {info['type']}  params {info['params']:,} ({info['params'] / 1e6:.3f}M){extra}  "
+           f"MACs {info['macs']:,} ({info['macs'] / 1e9:.2f}G) at {w}x{h} -> {ow}x{oh}")
+    for width, n in (info.get('width_params') or {}).items():
+        row += f"\n  width_mult {width}: params {n:,} ({n / 1e6:.3f}M)"
+    return row
 
 
 def main(argv=None) -> int:
@@ -130,6 +134,8 @@ def main(argv=None) -> int:
     try:
         blocks = arch_blocks(args) if args.arch else option_blocks(args)
         infos = [describe(name, cfg, args.lr_size) for name, cfg in blocks]
+    except OptionError as err:  # a mistake in the option file (or --set): one error: line each
+        raise SystemExit('\n'.join(f'error: {line}' for line in err.lines())) from None
     except (KeyError, ValueError, TypeError) as err:
         raise SystemExit(f'model_info: {err.args[0] if err.args else err}') from None
     print(json.dumps(infos, indent=2) if args.json else '\n'.join(format_row(i) for i in infos))

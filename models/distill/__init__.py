@@ -9,3 +9,5 @@ from models.distill import history  # noqa: F401
 from models.distill import lcr  # noqa: F401
 from models.distill import teacher_embedding  # noqa: F401
 from models.distill import init_student  # noqa: F401
+from models.distill import gather  # noqa: F401
+from models.distill import dukd  # noqa: F401

@@ -10,17 +10,23 @@ do differently. An option the file sets itself always wins:
 ==========================  ===================================  =====================================
 what                        paper                                official
 ==========================  ===================================  =====================================
-VGG input                   ImageNet mean/std on [0, 1]          raw [0, 255] pixels, no mean/std
-(``distill.embedding``                                           (``Vgg19`` fed the ``rgb_range=255``
-``.input_norm``)                                                 tensors): ``none_255``
-negatives (``clamp_``       bicubic upsampling clamped to the    bicubic upsampling left unclamped
-``negatives``)              image range [0, 1]                   (``nn.Upsample(mode='bicubic')``
+VGG input                   not stated in any text this          raw [0, 255] pixels, no mean/std
+(``distill.embedding``      project has. ASSUMPTION: ImageNet    (``Vgg19`` fed the ``rgb_range=255``
+``.input_norm``)            mean/std on [0, 1] (``imagenet``,    tensors): ``none_255``
+                            what torchvision's ImageNet VGG19
+                            was trained on)
+negatives (``clamp_``       not stated. ASSUMPTION: bicubic      bicubic upsampling left unclamped
+``negatives``)              upsampling clamped to [0, 1]         (``nn.Upsample(mode='bicubic')``
                                                                  overshoots at edges)
-initialisation              not stated                           the shared net starts from a trained
-                                                                 full-width EDSR (``--teacher_model``):
-                                                                 a warning when
-                                                                 ``path.pretrain_network_g`` is unset
 ==========================  ===================================  =====================================
+
+Initialisation (``distill.csd.init_from``, the same default for both variants): ``pretrained``
+(default) starts the shared net from a trained full-width network given as
+``path.pretrain_network_g`` -- the CSD description this project implements (DESIGN.md section 4,
+issue 17) trains a teacher first and builds the student from it, and the released script loads a
+trained full-width model (``--pre_train`` / ``--teacher_model`` in ``trainer/slim_contrast_trainer.py``
+``load_model``). ``scratch`` is the joint-from-scratch run. A missing key or file is a one-line
+error naming ``path.pretrain_network_g``.
 
 The same in both (checked in the released code): the teacher's VGG features are detached in the
 contrastive term (``--contrast_t_detach``; ContrastiveRatioLoss ``detach_positive: true``); the negatives
@@ -31,6 +37,14 @@ in distribution as our 10 random batch images); the ratio is ``l1(T, S) / (sum_k
 teacher term kept for the whole run (``--t_l_remove 400`` = the epoch count); Adam lr 1e-4 x0.1 at
 epoch 200 of 400 (1000 iterations of batch 16 per epoch). The official code computes its L1 terms
 on [0, 255] images; the option files therefore weight L1 terms by 255 (see ``options/csd_edsr_x4.yml``).
+
+Several GPUs (issue 17, point 8): the 10 negatives are drawn from the GLOBAL batch (every rank's
+images, the same draw on every rank: :class:`models.distill.negatives.BicubicNegatives`) and the
+ratio's batch means run over the global batch (``distill.gather: {signals: [emb_sr,
+emb_teacher_sr]}`` and the ``*_global`` inputs of the contrastive term), so N GPUs x 16/N images
+compute the loss and gradient of one GPU x 16 (each rank then holds the contrastive term's
+tensors for all 16 images, as one GPU would). A per-rank contrastive term is refused with
+several processes (``tests/test_negatives_global.py``).
 """
 from typing import Any, Dict, List, Literal, Optional, Tuple
 
@@ -39,7 +53,8 @@ from utils.option_spec import Field, Section
 
 VARIANTS = ('paper', 'official')
 
-#: per variant: (VGG19Features input_norm, clamp the bicubic negatives to [0, 1])
+#: per variant: (VGG19Features input_norm, clamp the bicubic negatives to [0, 1]). The 'paper' values
+#: are ASSUMPTIONS (no text this project has states them); the 'official' ones are the released code's.
 VARIANT_DEFAULTS: Dict[str, Dict[str, Any]] = {
     'paper': {'input_norm': 'imagenet', 'clamp_negatives': True},
     'official': {'input_norm': 'none_255', 'clamp_negatives': False},
@@ -48,14 +63,18 @@ VARIANT_DEFAULTS: Dict[str, Dict[str, Any]] = {
 CSD_SCHEMA = Section({
     'variant': Field(Literal['paper', 'official'], 'paper',
                      'paper | official: defaults for what the released code does differently (VGG input '
-                     'scaling, unclamped negatives); an option set explicitly always wins'),
+                     'scaling, unclamped negatives; the paper values are assumptions); an option set '
+                     'explicitly always wins'),
     'student_width': Field(float, 0.25, 'width_mult of the student (CS-Student): the first channels of '
                                         'every conv; validation and export use it'),
     'teacher_width': Field(float, 1.0, 'width_mult of the jointly trained teacher'),
-    'clamp_negatives': Field(Optional[bool], None, 'clamp the bicubic negatives to [0, 1] '
-                                                   '(null: the variant decides; paper true, official false)'),
-    'export_student': Field(bool, True, "also write the student as a plain narrow EDSR state_dict under "
-                                        "'params_student' in every exported weights file"),
+    'clamp_negatives': Field(Optional[bool], None, 'clamp the bicubic negatives to [0, 1] (null: the '
+                                                   'variant decides; paper true (an assumption), official false)'),
+    'export_student': Field(bool, True, "also write the student as a plain narrow network state_dict "
+                                        "(EDSR / RCAN / CARN_M) under 'params_student' in every exported weights file"),
+    'init_from': Field(Literal['pretrained', 'scratch'], 'pretrained',
+                       'pretrained: the shared net starts from the trained full-width network in '
+                       'path.pretrain_network_g (required); scratch: both widths trained jointly from a random init'),
 }, doc='CSD: one slimmable net trained at two widths (CSDModel)')
 
 
@@ -77,6 +96,7 @@ def resolve_variant(opt: Dict[str, Any]) -> Tuple[Dict[str, Any], List[str]]:
     csd.setdefault('student_width', 0.25)
     csd.setdefault('teacher_width', 1.0)
     csd.setdefault('export_student', True)
+    csd.setdefault('init_from', 'pretrained')
     if csd.get('clamp_negatives') is None:
         csd['clamp_negatives'] = defaults['clamp_negatives']
         notes.append(f"distill.csd.clamp_negatives = {csd['clamp_negatives']} (variant {variant})")
