@@ -17,11 +17,43 @@ from models.inference import self_ensemble_forward, tiled_forward
 from utils.dist import all_gather_object
 from utils.registry import METRIC_REGISTRY
 
-#: metric settings of the evaluation protocol (DESIGN section 6)
+#: metric settings of the evaluation protocol (DESIGN section 6); Y in float, as BasicSR
 DEFAULT_METRICS = {
-    'psnr': {'type': 'calculate_psnr', 'test_y_channel': True},
-    'ssim': {'type': 'calculate_ssim', 'test_y_channel': True},
+    'psnr': {'type': 'calculate_psnr', 'test_y_channel': True, 'y_convention': 'basicsr'},
+    'ssim': {'type': 'calculate_ssim', 'test_y_channel': True, 'y_convention': 'basicsr'},
 }
+
+
+def with_y_convention(metrics: Mapping[str, Mapping[str, Any]], convention: str) -> Dict[str, Dict[str, Any]]:
+    """A copy of ``metrics`` whose Y-channel metrics use ``convention`` ('basicsr' | 'matlab')."""
+    return {name: {**cfg, 'y_convention': convention} if cfg.get('test_y_channel') else dict(cfg)
+            for name, cfg in metrics.items()}
+
+
+def with_metric_space(metrics: Mapping[str, Mapping[str, Any]], space: Optional[str] = None,
+                      crop_border: Optional[int] = None) -> Dict[str, Dict[str, Any]]:
+    """A copy of ``metrics`` scored on ``space`` ('rgb' | 'y': sets ``test_y_channel``) and/or with
+    ``crop_border`` (restoration conventions: deblurring RGB, crop 0; deraining Y, crop 0)."""
+    if space not in (None, 'rgb', 'y'):
+        raise ValueError(f"--metric-space: expected rgb or y, got '{space}'")
+    out = {}
+    for name, cfg in metrics.items():
+        cfg = dict(cfg)
+        if space is not None:
+            cfg['test_y_channel'] = space == 'y'
+        if crop_border is not None:
+            cfg['crop_border'] = int(crop_border)
+        out[name] = cfg
+    return out
+
+
+def metric_conventions(metrics: Mapping[str, Mapping[str, Any]], scale: int) -> str:
+    """One line naming each metric's space and border crop, e.g. 'psnr: RGB, crop 0; ssim: RGB, crop 0'."""
+    parts = []
+    for name, cfg in metrics.items():
+        space = f"Y ({cfg.get('y_convention', 'basicsr')})" if cfg.get('test_y_channel') else 'RGB'
+        parts.append(f"{name}: {space}, crop {cfg.get('crop_border', scale)}")
+    return '; '.join(parts)
 
 
 def make_forward(net: nn.Module, scale: int, self_ensemble: bool = False, tile: Optional[int] = None,

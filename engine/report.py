@@ -3,7 +3,9 @@
 A run produces one :class:`DatasetResult` per (dataset, scale): the per-image rows that
 :func:`engine.evaluation.evaluate_dataset` returns, each with the seconds its forward pass took
 (``time_s``), their average, and how long the whole set took (``wall_s``: reading, forward,
-scoring, saving).
+scoring, saving). Every output names the Y convention its scores used (``y_convention``:
+'basicsr' float Y, 'matlab' uint8-rounded Y, 'rgb' when no metric is on Y; see
+:mod:`metrics.color`): a column of the table and of the CSV, a key of each JSON result.
 """
 import csv
 import json
@@ -15,7 +17,23 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence
 #: how each metric is printed in the table (others: 4 decimals)
 METRIC_FORMATS = {'psnr': '{:.3f}', 'ssim': '{:.4f}'}
 TIME_KEY = 'time_s'
-CSV_FIXED = ('dataset', 'scale', 'kind', 'image')
+CSV_FIXED = ('dataset', 'scale', 'y_convention', 'kind', 'image')
+#: table footnotes explaining each Y convention label
+Y_NOTES = {
+    'basicsr': 'Y basicsr: Y = 16 + (65.481 R + 128.553 G + 24.966 B) / 255 in float (BasicSR)',
+    'matlab': 'Y matlab: MATLAB rgb2ycbcr on the uint8 image, Y rounded to uint8 (MATLAB scripts scoring uint8 images)',
+}
+
+
+def y_convention_label(metrics: Mapping[str, Mapping[str, Any]]) -> str:
+    """'basicsr' | 'matlab' | 'rgb' (no metric on Y) for metric settings that agree; when they
+    differ, each metric's, e.g. 'psnr=matlab ssim=basicsr'."""
+    per = {name: (cfg.get('y_convention', 'basicsr') if cfg.get('test_y_channel') else 'rgb')
+           for name, cfg in metrics.items()}
+    kinds = set(per.values())
+    if len(kinds) <= 1:
+        return kinds.pop() if kinds else 'rgb'
+    return ' '.join(f'{k}={v}' for k, v in per.items())
 
 
 @dataclass
@@ -28,6 +46,7 @@ class DatasetResult:
     metrics: List[str]                    # metric names, in the order of the option file
     wall_s: float = 0.0
     source: Dict[str, Any] = field(default_factory=dict)  # root folder, where the LR came from
+    y_convention: str = 'basicsr'         # label from :func:`y_convention_label`
 
     @property
     def average(self) -> Dict[str, float]:
@@ -40,7 +59,8 @@ class DatasetResult:
         return bool(self.source.get('lr_generated'))
 
     def to_dict(self) -> Dict[str, Any]:
-        return {'dataset': self.dataset, 'scale': self.scale, 'num_images': len(self.rows),
+        return {'dataset': self.dataset, 'scale': self.scale, 'y_convention': self.y_convention,
+                'num_images': len(self.rows),
                 **self.source, 'average': self.average, 'wall_s': self.wall_s, 'images': self.rows}
 
 
@@ -61,17 +81,18 @@ def metric_names(results: Iterable[DatasetResult]) -> List[str]:
 
 
 def format_table(results: Sequence[DatasetResult]) -> str:
-    """A fixed-width table: dataset, scale, images, each metric's average, ms per image, seconds.
+    """A fixed-width table: dataset, scale, images, Y convention, each metric's average, ms per
+    image, seconds; a footnote explains each Y convention shown.
 
     A dataset whose LR was generated (no ``LR_bicubic/X<s>``) is marked ``*``, with a footnote.
     """
     metrics = metric_names(results)
-    header = ['Dataset', 'Scale', 'Images'] + [m.upper() for m in metrics] + ['ms/img', 'total s']
+    header = ['Dataset', 'Scale', 'Images', 'Y'] + [m.upper() for m in metrics] + ['ms/img', 'total s']
     body = []
     for res in results:
         avg = res.average
         name = res.dataset + (' *' if res.lr_generated else '')
-        cells = [name, f'x{res.scale}', str(len(res.rows))]
+        cells = [name, f'x{res.scale}', str(len(res.rows)), res.y_convention]
         cells += [_fmt(m, avg[m]) if m in avg else '-' for m in metrics]
         cells += [f'{1000 * avg[TIME_KEY]:.1f}' if TIME_KEY in avg else '-', f'{res.wall_s:.1f}']
         body.append(cells)
@@ -81,6 +102,8 @@ def format_table(results: Sequence[DatasetResult]) -> str:
         return '  '.join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
 
     out = [line(header), '  '.join('-' * w for w in widths)] + [line(r) for r in body]
+    shown = ' '.join(r.y_convention for r in results)
+    out += [note for key, note in Y_NOTES.items() if key in shown]
     if any(r.lr_generated for r in results):
         out.append('* LR made from the mod-cropped HR with the MATLAB-exact bicubic (no LR_bicubic/X<s> folder)')
     return '\n'.join(out)
@@ -120,9 +143,11 @@ def csv_rows(results: Sequence[DatasetResult]) -> List[Dict[str, Any]]:
     rows = []
     for res in results:
         for r in res.rows:
-            rows.append({'dataset': res.dataset, 'scale': res.scale, 'kind': 'image', 'image': r['name'],
+            rows.append({'dataset': res.dataset, 'scale': res.scale, 'y_convention': res.y_convention,
+                         'kind': 'image', 'image': r['name'],
                          **{k: v for k, v in r.items() if k != 'name'}})
-        rows.append({'dataset': res.dataset, 'scale': res.scale, 'kind': 'average', 'image': '',
+        rows.append({'dataset': res.dataset, 'scale': res.scale, 'y_convention': res.y_convention,
+                     'kind': 'average', 'image': '',
                      **res.average})
     return rows
 

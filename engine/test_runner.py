@@ -23,8 +23,8 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 import torch
 
 from engine.data_setup import build_dataset, dataset_phase
-from engine.evaluation import DEFAULT_METRICS, evaluate_dataset, make_forward
-from engine.report import DatasetResult
+from engine.evaluation import DEFAULT_METRICS, evaluate_dataset, make_forward, with_y_convention
+from engine.report import DatasetResult, y_convention_label
 from utils.option_spec import OptionError
 
 EVAL_PHASES = ('val', 'test')
@@ -70,8 +70,10 @@ def dataset_names(dirs: Sequence[str]) -> List[str]:
 def options_from_arch(arch: str, weights: str, scale: int, datasets: Sequence[str],
                       arch_sets: Sequence[str] = (), param_key: Optional[str] = 'auto', strict: bool = True,
                       self_ensemble: bool = False, tile: Optional[int] = None, tile_overlap: int = 16,
-                      name: Optional[str] = None) -> Dict[str, Any]:
-    """The test option tree of the direct form, validated like a file (``source`` names the flags)."""
+                      name: Optional[str] = None, y_convention: str = 'basicsr') -> Dict[str, Any]:
+    """The test option tree of the direct form, validated like a file (``source`` names the flags).
+
+    ``y_convention`` ('basicsr' | 'matlab', ``--y-convention``) is set on the PSNR/SSIM metrics."""
     from models.option_schema import schema_for
     from utils.options import validate_tree
     if not datasets:
@@ -85,16 +87,22 @@ def options_from_arch(arch: str, weights: str, scale: int, datasets: Sequence[st
         'path': {'pretrain_network_g': weights, 'param_key_g': param_key, 'strict_load_g': strict},
         'datasets': {f'test_{i + 1}': {'type': 'BenchmarkDataset', 'name': ds_name, 'dataroot': root}
                      for i, (ds_name, root) in enumerate(zip(dataset_names(datasets), datasets))},
-        'val': {'metrics': {k: dict(v) for k, v in DEFAULT_METRICS.items()}, 'self_ensemble': self_ensemble,
+        'val': {'metrics': with_y_convention(DEFAULT_METRICS, y_convention), 'self_ensemble': self_ensemble,
                 'tile': tile, 'tile_overlap': tile_overlap},
     }
     return validate_tree(tree, schema_for(tree, '--arch'), source=f'--arch {arch}')
 
 
 def apply_cli_val(opt: Dict[str, Any], self_ensemble: bool = False, tile: Optional[int] = None,
-                  tile_overlap: Optional[int] = None) -> Dict[str, Any]:
-    """Command-line inference switches on top of an option file's ``val`` block (a copy)."""
+                  tile_overlap: Optional[int] = None, y_convention: Optional[str] = None) -> Dict[str, Any]:
+    """Command-line inference switches on top of an option file's ``val`` block (a copy);
+    ``y_convention`` is set on every Y-channel metric (the protocol's when the file lists none)."""
     val = dict(opt.get('val') or {})
+    if y_convention is not None:
+        if y_convention not in ('basicsr', 'matlab'):
+            raise OptionError([f"--y-convention: expected basicsr or matlab, got '{y_convention}'"],
+                              source='tools/test.py')
+        val['metrics'] = with_y_convention(val.get('metrics') or DEFAULT_METRICS, y_convention)
     if self_ensemble:
         val['self_ensemble'] = True
     if tile is not None:
@@ -247,15 +255,18 @@ def run_test(opt: Dict[str, Any], device: torch.device, progress: bool = False,
             raise RuntimeError(f'{name}: {len(rows)} results but {len(timed.times)} forward passes')
         for row, seconds in zip(rows, timed.times):
             row['time_s'] = seconds
-        results.append(DatasetResult(name, scale, rows, list(metrics), wall_s=wall, source=dataset_source(ds)))
+        results.append(DatasetResult(name, scale, rows, list(metrics), wall_s=wall, source=dataset_source(ds),
+                                     y_convention=y_convention_label(metrics)))
         if log is not None:
             avg = results[-1].average
-            log(f'{name} x{scale}: ' + ', '.join(f'{k} {v:.4f}' for k, v in avg.items() if k != 'time_s')
+            log(f'{name} x{scale} (Y {results[-1].y_convention}): '
+                + ', '.join(f'{k} {v:.4f}' for k, v in avg.items() if k != 'time_s')
                 + f' ({len(rows)} images, {wall:.1f} s)')
     load = {'path': report.path, 'layout': report.layout, 'param_key': report.param_key,
             'tensors_loaded': report.loaded, 'notes': list(report.notes)}
     settings = {'self_ensemble': bool(val.get('self_ensemble', False)), 'tile': val.get('tile'),
-                'tile_overlap': val.get('tile_overlap', 16), 'metrics': {k: dict(v) for k, v in metrics.items()}}
+                'tile_overlap': val.get('tile_overlap', 16), 'y_convention': y_convention_label(metrics),
+                'metrics': {k: dict(v) for k, v in metrics.items()}}
     return EvalRun(opt.get('name', ''), scale, results, load, settings)
 
 

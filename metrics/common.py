@@ -3,7 +3,7 @@ from typing import Tuple
 
 import numpy as np
 
-from metrics.color import rgb2y
+from metrics.color import Y_CONVENTIONS, rgb2y_convention
 
 
 def to_hwc(img: np.ndarray, input_order: str = 'HWC') -> np.ndarray:
@@ -18,9 +18,12 @@ def to_hwc(img: np.ndarray, input_order: str = 'HWC') -> np.ndarray:
 
 
 def prepare_pair(img: np.ndarray, img2: np.ndarray, crop_border: int, input_order: str,
-                 test_y_channel: bool) -> Tuple[np.ndarray, np.ndarray]:
+                 test_y_channel: bool, y_convention: str = 'basicsr') -> Tuple[np.ndarray, np.ndarray]:
     """Float64 HWC copies of both images, ``crop_border`` pixels cut from every side, optionally
-    reduced to the Y channel (H x W x 1). Images are RGB in [0, 255] (uint8 or float)."""
+    reduced to the Y channel (H x W x 1) under ``y_convention`` (see :mod:`metrics.color`).
+    Images are RGB in [0, 255] (uint8 or float; 'matlab' Y needs integer values)."""
+    if y_convention not in Y_CONVENTIONS:
+        raise ValueError(f"y_convention must be one of {', '.join(Y_CONVENTIONS)}, got {y_convention!r}")
     if img.shape != img2.shape:
         raise ValueError(f'image shapes differ: {img.shape} vs {img2.shape}')
     if crop_border < 0:
@@ -31,7 +34,7 @@ def prepare_pair(img: np.ndarray, img2: np.ndarray, crop_border: int, input_orde
         if crop_border:
             im = im[crop_border:-crop_border, crop_border:-crop_border]
         if test_y_channel and im.shape[2] == 3:
-            im = rgb2y(im)[..., None]
+            im = rgb2y_convention(im, y_convention)[..., None]
         out.append(im)
     if out[0].size == 0:
         raise ValueError(f'crop_border={crop_border} leaves nothing of a {img.shape} image')

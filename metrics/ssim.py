@@ -1,4 +1,6 @@
 """SSIM (Wang et al. 2004, Eq. 13) with an 11x11 Gaussian window, sigma 1.5, valid region."""
+from typing import Literal
+
 import cv2
 import numpy as np
 
@@ -42,13 +44,15 @@ def ssim_single_channel(a: np.ndarray, b: np.ndarray, window: np.ndarray) -> flo
 
 @METRIC_REGISTRY.register()
 def calculate_ssim(img: np.ndarray, img2: np.ndarray, crop_border: int = 0,
-                   test_y_channel: bool = False, input_order: str = 'HWC') -> float:
+                   test_y_channel: bool = False, input_order: str = 'HWC',
+                   y_convention: Literal['basicsr', 'matlab'] = 'basicsr') -> float:
     """SSIM of two RGB images in [0, 255] (BasicSR ``calculate_ssim`` option keys).
 
-    On the Y channel when ``test_y_channel``, else the mean of the per-channel SSIMs.
+    On the Y channel when ``test_y_channel`` (float Y for ``y_convention`` 'basicsr', uint8-rounded
+    MATLAB ``rgb2ycbcr`` Y for 'matlab'), else the mean of the per-channel SSIMs.
     ``crop_border`` pixels are removed from each side first; computed in float64.
     """
-    a, b = prepare_pair(img, img2, crop_border, input_order, test_y_channel)
+    a, b = prepare_pair(img, img2, crop_border, input_order, test_y_channel, y_convention)
     window = gaussian_window(11, 1.5)
     return float(np.mean([ssim_single_channel(a[..., c], b[..., c], window)
                           for c in range(a.shape[2])]))

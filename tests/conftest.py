@@ -13,12 +13,23 @@ def find_shared() -> Path:
     return Path(env) if env else REPO_ROOT.parent / 'shared'
 
 
+def in_ci() -> bool:
+    """Whether the environment variable ``CI`` is set (to anything but '', 0, false or no)."""
+    return os.environ.get('CI', '').strip().lower() not in ('', '0', 'false', 'no')
+
+
 @pytest.fixture(scope='session')
 def shared_dir() -> Path:
+    """The reference data folder. Missing, its tests skip locally but FAIL where ``CI`` is set, so a
+    CI job without the data cannot pass while silently dropping the bit-exact and reference checks."""
     path = find_shared()
     if not (path / 'datasets').is_dir():
-        pytest.skip(f'reference data not found at {path} (set CKDSR_SHARED to the folder holding '
-                    'datasets/ and weights/)')
+        how = (f'reference data not found at {path}: set CKDSR_SHARED to the folder holding datasets/ and '
+               'weights/ (see ../shared/datasets/SOURCES.md)')
+        if in_ci():
+            pytest.fail(f'{how}. CI is set, so this is a failure, not a skip (unset CI to skip locally)',
+                        pytrace=False)
+        pytest.skip(how)
     return path
 
 

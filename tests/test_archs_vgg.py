@@ -105,6 +105,32 @@ def test_gradient_reaches_the_input(weights_file):
     assert x.grad is not None and x.grad.abs().sum() > 0
 
 
+def test_input_gradient_matches_finite_differences(weights_file):
+    """The autograd input gradient in float64 against central differences along random directions:
+    <grad f(x), v> == (f(x + h v) - f(x - h v)) / 2h. With h = 1e-6 the truncation error is ~h^2 and
+    the rounding error ~1e-16 / h = 1e-10; a ReLU or max-pool switch inside [x - hv, x + hv] costs
+    O(h) at most, so 1e-5 relative is a safe bound and far below a wrong gradient's error."""
+    net = VGG19Features(weights_path=weights_file).requires_grad_(False).double()
+    g = torch.Generator().manual_seed(5)
+    x = torch.rand(1, 3, 16, 16, generator=g, dtype=torch.float64)
+    coeffs = [1.0, 0.5, 2.0, 0.25, 3.0]  # a distinct weight per tap, so no tap can hide behind another
+
+    def f(inp):
+        return sum(c * o.square().mean() for c, o in zip(coeffs, net(inp)))
+
+    xg = x.clone().requires_grad_(True)
+    f(xg).backward()
+    grad = xg.grad
+    assert grad.abs().sum() > 0
+    h = 1e-6
+    for _ in range(3):
+        v = torch.randn(x.shape, generator=g, dtype=torch.float64)
+        with torch.no_grad():
+            fd = (f(x + h * v) - f(x - h * v)) / (2 * h)
+        analytic = (grad * v).sum()
+        assert abs(fd - analytic) <= 1e-5 * abs(analytic), (fd.item(), analytic.item())
+
+
 def test_missing_weights_name_option_key_and_url(tmp_path):
     key = 'train.embedding.weights_path'
     with pytest.raises(FileNotFoundError) as err:

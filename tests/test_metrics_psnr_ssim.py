@@ -168,3 +168,48 @@ def test_errors_are_clear():
         calculate_ssim(a, a)
     with pytest.raises(ValueError, match='leaves nothing'):
         calculate_psnr(a, a, crop_border=4)
+
+
+# ------------------------------------------------------------------ y_convention 'matlab' (issue 17.9)
+def _y_matlab_oracle(img):
+    """MATLAB rgb2ycbcr on uint8: the Y formula rounded half away from zero, in integers:
+    16 + floor((65481 R + 128553 G + 24966 B + 127500) / 255000) (Y > 0, so half up = half away)."""
+    r, g, b = (img[..., i].astype(np.int64) for i in range(3))
+    return (16 + (65481 * r + 128553 * g + 24966 * b + 127500) // 255000).astype(np.float64)
+
+
+@pytest.mark.parametrize('crop', [0, 4])
+def test_matlab_y_psnr_ssim_match_skimage_on_rounded_y(pairs, crop):
+    for name, hr, sr in pairs:
+        c = slice(crop, -crop) if crop else slice(None)
+        a, b = _y_matlab_oracle(hr)[c, c], _y_matlab_oracle(sr)[c, c]
+        kw = dict(crop_border=crop, test_y_channel=True, y_convention='matlab')
+        assert abs(calculate_psnr(hr, sr, **kw) - _sk_psnr(a, b)) < TOL, name
+        assert abs(calculate_ssim(hr, sr, **kw) - _sk_ssim(a, b)) < TOL, name
+        # the conventions really differ on real images, and only slightly
+        basicsr = calculate_psnr(hr, sr, crop_border=crop, test_y_channel=True)
+        assert 1e-5 < abs(basicsr - calculate_psnr(hr, sr, **kw)) < 0.2, name
+
+
+def test_matlab_y_is_the_rounded_y_and_basicsr_stays_the_default():
+    from metrics.color import rgb2y_matlab
+    img = np.random.default_rng(4).integers(0, 256, (40, 40, 3)).astype(np.uint8)
+    np.testing.assert_array_equal(rgb2y_matlab(img), _y_matlab_oracle(img))
+    # (10, 20, 30): 31.5876... -> 32
+    assert rgb2y_matlab(np.array([[[10, 20, 30]]], np.uint8))[0, 0] == 32
+    other = np.random.default_rng(5).integers(0, 256, (40, 40, 3)).astype(np.uint8)
+    assert calculate_psnr(img, other, test_y_channel=True) == \
+        calculate_psnr(img, other, test_y_channel=True, y_convention='basicsr')
+    # without test_y_channel the convention has nothing to act on
+    assert calculate_psnr(img, other) == calculate_psnr(img, other, y_convention='matlab')
+
+
+def test_matlab_y_errors_are_clear():
+    img = np.zeros((16, 16, 3), np.uint8)
+    with pytest.raises(ValueError, match="y_convention must be one of basicsr, matlab, got 'MATLAB'"):
+        calculate_psnr(img, img, test_y_channel=True, y_convention='MATLAB')
+    with pytest.raises(ValueError, match="y_convention 'matlab' needs uint8 images"):
+        calculate_ssim(img + 0.5, img.astype(np.float64), test_y_channel=True, y_convention='matlab')
+    cfg = {'type': 'calculate_psnr', 'test_y_channel': True, 'y_convention': 'matlab'}
+    assert build_from_cfg  # the option key reaches the metric through the registry like the others
+    assert METRIC_REGISTRY.get(cfg['type'])(img, img + 1, **{k: v for k, v in cfg.items() if k != 'type'}) > 0

@@ -261,6 +261,79 @@ def test_report_files_stay_strict_json_and_round_trip(tmp_path):
     write_csv(tmp_path / 'r.csv', [res])
     back = read_csv(tmp_path / 'r.csv')
     assert back[0]['psnr'] == float('inf') and back[2]['kind'] == 'average' and back[2]['time_s'] == 1.0
+    assert back[0]['y_convention'] == 'basicsr'
+    assert results_document([res], {})['results'][0]['y_convention'] == 'basicsr'
     table = format_table([res]).splitlines()
-    assert table[0].split() == ['Dataset', 'Scale', 'Images', 'PSNR', 'SSIM', 'ms/img', 'total', 's']
-    assert table[2].split() == ['S', 'x4', '2', 'inf', '0.7500', '1000.0', '2.5']
+    assert table[0].split() == ['Dataset', 'Scale', 'Images', 'Y', 'PSNR', 'SSIM', 'ms/img', 'total', 's']
+    assert table[2].split() == ['S', 'x4', '2', 'basicsr', 'inf', '0.7500', '1000.0', '2.5']
+    assert table[3].startswith('Y basicsr: Y = 16 + (65.481 R') and len(table) == 4
+
+
+# ------------------------------------------------------------------------------ MATLAB-style Y
+def _y_matlab(img):
+    """MATLAB rgb2ycbcr on uint8: the BT.601 Y rounded half away from zero to uint8 (Y >= 16 > 0)."""
+    return np.floor(_y(img) + 0.5)
+
+
+def _psnr(a, b):
+    return 10 * np.log10(255.0 ** 2 / np.mean((a - b) ** 2))
+
+
+def test_matlab_y_convention_scores_uint8_y_and_is_labelled_everywhere(data, tmp_path, capsys):
+    js, cs = tmp_path / 'm.json', tmp_path / 'm.csv'
+    rc, out = run(edsr_args(data, '--datasets', data['set'], '--y-convention', 'matlab', '--json', js,
+                            '--csv', cs), capsys)
+    assert rc == 0, out.err
+    want = oracle(data['edsr'], data['set'], 2)
+    doc = json.loads(js.read_text())
+    (res,) = doc['results']
+    hr_dir = data['set'] / 'HR'
+    for row in res['images']:
+        sr = want[row['name']][2]
+        hr = np.asarray(Image.open(hr_dir / f"{row['name']}.png").convert('RGB'))[:sr.shape[0], :sr.shape[1]]
+        a, b = _y_matlab(sr)[2:-2, 2:-2], _y_matlab(hr)[2:-2, 2:-2]
+        assert row['psnr'] == pytest.approx(_psnr(a, b), abs=1e-9)
+        # rounding Y moves the score, so the two conventions are really different numbers
+        assert abs(row['psnr'] - want[row['name']][0]) > 1e-4
+    assert res['y_convention'] == 'matlab' and doc['meta']['y_convention'] == 'matlab'
+    assert all(m['y_convention'] == 'matlab' for m in doc['meta']['metrics'].values())
+    assert {r['y_convention'] for r in read_csv(cs)} == {'matlab'}
+    line = next(l for l in out.out.splitlines() if l.startswith('SetA'))
+    assert line.split()[3] == 'matlab' and 'Y matlab: MATLAB rgb2ycbcr on the uint8 image' in out.out
+    assert 'Y basicsr' not in out.out
+
+
+def test_y_convention_in_an_option_file_and_overridden_from_the_command_line(data, tmp_path, capsys):
+    opt = tmp_path / 'test_y.yml'
+    opt.write_text(f"""name: y_test
+scale: 2
+datasets:
+  test_1: {{name: Tiny, type: BenchmarkDataset, dataroot: {data['set']}}}
+network_g: {{type: EDSR, num_feat: 8, num_block: 1}}
+path: {{pretrain_network_g: {data['root'] / 'edsr.pth'}, param_key_g: params}}
+val:
+  metrics:
+    psnr: {{type: calculate_psnr, test_y_channel: true, y_convention: matlab}}
+    psnr_float: {{type: calculate_psnr, test_y_channel: true}}
+""")
+    js = tmp_path / 'r.json'
+    rc, out = run(['-opt', opt, '--json', js], capsys)
+    assert rc == 0, out.err
+    (res,) = json.loads(js.read_text())['results']
+    assert res['y_convention'] == 'psnr=matlab psnr_float=basicsr'
+    assert 'Y matlab:' in out.out and 'Y basicsr:' in out.out
+    want = oracle(data['edsr'], data['set'], 2)
+    assert [r['psnr_float'] for r in res['images']] == pytest.approx([want[n][0] for n in sorted(SIZES)], abs=1e-6)
+    assert all(abs(r['psnr'] - r['psnr_float']) > 1e-4 for r in res['images'])
+    matlab = [r['psnr'] for r in res['images']]
+    rc, out = run(['-opt', opt, '--y-convention', 'basicsr', '--json', js], capsys)
+    assert rc == 0, out.err
+    (res,) = json.loads(js.read_text())['results']
+    assert res['y_convention'] == 'basicsr'
+    assert [r['psnr'] for r in res['images']] == [r['psnr_float'] for r in res['images']]
+    rc, out = run(['-opt', opt, '--y-convention', 'matlab', '--json', js], capsys)
+    (res,) = json.loads(js.read_text())['results']
+    assert rc == 0 and [r['psnr_float'] for r in res['images']] == matlab
+    opt.write_text(opt.read_text().replace('y_convention: matlab', 'y_convention: matlb'))
+    rc, out = run(['-opt', opt], capsys)
+    assert rc == 2 and 'val.metrics.psnr.y_convention' in out.err and 'Traceback' not in out.err

@@ -45,13 +45,23 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p.add_argument('--self-ensemble', action='store_true', help='x8 geometric self-ensemble')
     p.add_argument('--tile', type=int, default=None, help='tile size in LR pixels (tiled inference)')
     p.add_argument('--tile-overlap', type=int, default=None, help='tile overlap in LR pixels (default 16)')
+    p.add_argument('--y-convention', choices=('basicsr', 'matlab'), default=None,
+                   help='Y of the PSNR/SSIM: basicsr = float Y (default), matlab = MATLAB rgb2ycbcr on uint8, '
+                        'Y rounded to uint8; with -opt, overrides val.metrics')
+    p.add_argument('--metric-space', choices=('rgb', 'y'), default=None,
+                   help='score PSNR/SSIM on rgb (deblurring convention) or y (SR, deraining); overrides val.metrics')
+    p.add_argument('--crop-border', type=int, default=None,
+                   help='pixels cropped from each border before scoring (default: the scale; 0 for restoration)')
     p.add_argument('--save-images', metavar='DIR', help='write SR images to DIR/<dataset>/<name>_x<s>.png')
     p.add_argument('--json', metavar='OUT', help='write per-image and average results as JSON')
     p.add_argument('--csv', metavar='OUT', help='write per-image and average results as CSV')
     p.add_argument('--device', default='auto', help='auto | cpu | cuda | cuda:N (default auto)')
+    p.add_argument('--debug', action='store_true', help='full tracebacks instead of one error: line')
     p.add_argument('--progress', action=argparse.BooleanOptionalAction, default=None,
                    help='progress bar per dataset (default: val.pbar, or when stderr is a terminal)')
     args = p.parse_args(argv)
+    if args.crop_border is not None and args.crop_border < 0:
+        p.error(f'--crop-border must be >= 0, got {args.crop_border}')
     if args.opt:
         given = [f'--{k}' for k in DIRECT_ONLY if getattr(args, k) is not None]
         if given:
@@ -65,15 +75,27 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
 
 
 def build_options(args) -> list:
-    """One validated test option tree per scale."""
+    """One validated test option tree per scale (``--metric-space`` / ``--crop-border`` applied)."""
+    from engine.evaluation import DEFAULT_METRICS, with_metric_space
+    opts = _build_options(args)
+    if args.metric_space is None and args.crop_border is None:
+        return opts
+    for opt in opts:
+        val = opt['val'] = dict(opt.get('val') or {})
+        val['metrics'] = with_metric_space(val.get('metrics') or DEFAULT_METRICS, args.metric_space, args.crop_border)
+    return opts
+
+
+def _build_options(args) -> list:
     from engine.test_runner import apply_cli_val, options_from_arch, options_from_file
     if args.opt:
         opt = options_from_file(args.opt, args.set)
-        return [apply_cli_val(opt, args.self_ensemble, args.tile, args.tile_overlap)]
+        return [apply_cli_val(opt, args.self_ensemble, args.tile, args.tile_overlap, args.y_convention)]
     param_key = None if args.param_key.lower() in ('none', 'null') else args.param_key
     overlap = 16 if args.tile_overlap is None else args.tile_overlap
     return [options_from_arch(args.arch, args.weights, s, args.datasets, arch_sets=args.set, param_key=param_key,
                               self_ensemble=args.self_ensemble, tile=args.tile, tile_overlap=overlap,
+                              y_convention=args.y_convention or 'basicsr',
                               name=args.name or (f'{args.arch}_x{s}' if len(args.scale) == 1 else args.arch))
             for s in args.scale]
 
@@ -99,6 +121,7 @@ def log(line: str) -> None:
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(argv)
+    from engine.evaluation import DEFAULT_METRICS, metric_conventions
     from engine.report import format_table, write_outputs
     from engine.test_runner import EvalSetupError, resolve_device, run_meta, run_test
     from utils.option_spec import OptionError
@@ -108,7 +131,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         runs = [run_test(opt, device, progress=show_progress(args, opt), save_dir=image_dir(args, opt), log=log)
                 for opt in opts]
     except (OptionError, EvalSetupError) as err:
-        print(f'error: {err}', file=sys.stderr)
+        if args.debug:
+            raise
+        print('\n'.join(f'error: {line}' for line in str(err).splitlines()), file=sys.stderr)
         return 2
     results = [res for run in runs for res in run.results]
     first = runs[0]
@@ -118,6 +143,8 @@ def main(argv: Optional[List[str]] = None) -> int:
           + ('  self-ensemble x8' if first.settings['self_ensemble'] else '')
           + (f"  tile {first.settings['tile']}/{first.settings['tile_overlap']}" if first.settings['tile'] else ''))
     print(format_table(results))
+    print('metrics: ' + metric_conventions((opts[0].get('val') or {}).get('metrics') or DEFAULT_METRICS,
+                                           opts[0]['scale']))
     meta = run_meta(runs, opts, device, argv=sys.argv[1:] if argv is None else argv)
     write_outputs(results, meta, json_path=args.json, csv_path=args.csv)
     for path in (args.json, args.csv):
