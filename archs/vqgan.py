@@ -2,7 +2,7 @@
 High-Resolution Image Synthesis", CVPR 2021), as DCKD's frozen embedding network.
 
 DCKD (Zhou et al., "Dynamic Contrastive Knowledge Distillation for Efficient Image Restoration",
-ECCV 2024) contrasts images on the output of the *first* ResnetBlock of each of the encoder's 5
+AAAI 2025) contrasts images on the output of the *first* ResnetBlock of each of the encoder's 5
 levels (128/128/256/256/512 channels for ``vqgan_imagenet_f16_1024``), taken before that level's
 attention, and its distribution-mapping module compares the quantiser input ``z`` with the codebook.
 
@@ -134,7 +134,12 @@ def _load_with_inert_globals(path: str, option_key: str, err: Exception):
     need or have (``pytorch_lightning`` callback classes as dict keys, ``omegaconf`` hyper-parameters):
     read them as inert placeholders, still with ``weights_only=True``, so no package is imported and
     no pickled code runs. Falls back to a full unpickle only if that fails."""
-    names = torch.serialization.get_unsafe_globals_in_checkpoint(path)
+    try:
+        names = torch.serialization.get_unsafe_globals_in_checkpoint(path)
+    except (ValueError, RuntimeError) as bad:  # not a torch file at all (garbage, truncated)
+        first = ' '.join(str(bad).split()).split('. ')[0]
+        raise ValueError(f'{option_key}: {path} is not a readable torch checkpoint ({first}); the file is '
+                         'damaged or not a PyTorch checkpoint') from None
     stubs = [(type(name.rsplit('.', 1)[-1], (_Inert,), {}), name) for name in names]
     warnings.warn(f'{option_key}: {path} is not loadable with weights_only=True as is (it pickles '
                   f"{', '.join(names[:4])}{' ...' if len(names) > 4 else ''}); reading those objects as "
@@ -210,12 +215,11 @@ class VQGANEncoder(nn.Module):
 
     # ------------------------------------------------------------------ weights
     def _missing(self, path: Optional[str]) -> FileNotFoundError:
+        from utils.external_files import describe  # the one table of external files
         where = 'is not set' if not path else f'points to a missing file ({path})'
         return FileNotFoundError(
-            f"{self.option_key} {where}: VQGANEncoder needs taming-transformers' "
-            f"'VQGAN ImageNet (f=16), 1024' checkpoint (vqgan_imagenet_f16_1024, ckpts/last.ckpt), "
-            f'published at {VQGAN_F16_1024_URL} (linked from the CompVis/taming-transformers '
-            f'README); download it and set {self.option_key} to its path.')
+            f"{self.option_key} {where}: VQGANEncoder needs {describe('vqgan_imagenet_f16_1024/ckpts/last.ckpt')}; "
+            f'download it and set {self.option_key} to its path.')
 
     def load_taming_checkpoint(self, path: str) -> None:
         """Load ``encoder.*``, ``quant_conv.*`` and ``quantize.embedding.weight``.

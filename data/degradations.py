@@ -1,5 +1,5 @@
 """Batched tensor degradations for DCKD's negative samples (Zhou et al., "Dynamic Contrastive
-Knowledge Distillation for Efficient Image Restoration", ECCV 2024).
+Knowledge Distillation for Efficient Image Restoration", AAAI 2025).
 
 DCKD's negatives are the history model applied to 1 clean + N-1 degraded copies of the LR input.
 The released code (``basicsr/models/dckd_model.py``) degrades each copy by, in this order:

@@ -11,6 +11,13 @@ Official code (``src/trainer.py`` with ``--mcl_neg 3 --sharp_hr --sharp_value 0.
   The LR is bicubically upsampled to the GT size inside the loss (``align_corners=True``) and
   clamped.
 
+The paper's proposed configuration differs (docs/pcl.md): K_N = 4 negatives, all blurred GT
+(``include_lr=False``; the upsampled LR as a negative is one of its ablation configurations), and
+positives sharpened with factors above 1 (``sharp_range=(1, 3)``; the paper gives no range, so
+(1, 3] is an assumption). Factors are drawn from U(a, b] (``b - (b - a) * u``), so with a = 1 a
+"sharpened" positive is never the GT itself; the official draw is U[a, b), a difference on a set
+of measure zero.
+
 The official code also rounds the generated samples to 8-bit levels (``quantize=True`` here). Here
 the blur parameters are drawn per image by default (``blur_batch_shared=True`` is the official
 draw) and the LR upsampling uses ``align_corners=False`` by default (the pixel-centre convention of
@@ -45,6 +52,14 @@ def sharpen(img: Tensor, factor: Tensor) -> Tensor:
     return (f * img + (1.0 - f) * smooth).clamp(0.0, 1.0)
 
 
+def sharpness_factors(n: int, sharp_range: Sequence[float], generator: Optional[torch.Generator],
+                      device: torch.device) -> Tensor:
+    """``n`` factors from U(a, b] for ``sharp_range = (a, b)``: ``b - (b - a) * u``, u in [0, 1),
+    so no factor equals ``a`` (with a = 1 every factor sharpens)."""
+    lo, hi = float(sharp_range[0]), float(sharp_range[1])
+    return hi - rand_uniform((n,), 0.0, 1.0, generator, device) * (hi - lo)
+
+
 def make_pcl_samples(gt: Tensor,
                      lr: Tensor,
                      scale: int,
@@ -63,8 +78,9 @@ def make_pcl_samples(gt: Tensor,
     """``(pos (B, n_pos, C, H, W), neg (B, n_neg, C, H, W))`` from ``gt`` (B, C, H, W) and ``lr``
     (B, C, H/scale, W/scale), all in [0, 1].
 
-    Positives: GT itself first (``include_gt``), then sharpened GT. Negatives: the bicubically
-    upsampled LR first (``include_lr``), then Gaussian-blurred GT. Deterministic given ``generator``.
+    Positives: GT itself first (``include_gt``), then GT sharpened with factors from
+    :func:`sharpness_factors`. Negatives: the bicubically upsampled LR first (``include_lr``), then
+    Gaussian-blurred GT. Deterministic given ``generator``.
     """
     if gt.dim() != 4 or lr.dim() != 4:
         raise ValueError(f'make_pcl_samples expects NCHW tensors, got gt {tuple(gt.shape)}, '
@@ -77,10 +93,12 @@ def make_pcl_samples(gt: Tensor,
         raise ValueError('make_pcl_samples: n_pos and n_neg must be >= 0')
     dev = gt.device
 
+    if not 0.0 <= sharp_range[0] <= sharp_range[1]:
+        raise ValueError(f'make_pcl_samples: sharp_range must be [a, b] with 0 <= a <= b, got {list(sharp_range)}')
     pos = [gt.unsqueeze(1)] if include_gt and n_pos > 0 else []
     n_sharp = n_pos - len(pos)
     if n_sharp > 0:
-        factor = rand_uniform((b * n_sharp,), sharp_range[0], sharp_range[1], generator, dev)
+        factor = sharpness_factors(b * n_sharp, sharp_range, generator, dev)
         copies = gt.unsqueeze(1).expand(b, n_sharp, c, h, w).reshape(b * n_sharp, c, h, w)
         pos.append(_round(sharpen(copies, factor), quantize).reshape(b, n_sharp, c, h, w))
 

@@ -60,7 +60,7 @@ def test_schedule_is_checked():
 
 # ----------------------------------------------------------------------------------- update arithmetic
 def test_update_follows_the_ema_student_with_decay_01(tmp_path):
-    model = build(tmp_path, {'schedule': [[10, 2]]})
+    model = build(tmp_path, {'variant': 'official', 'schedule': [[10, 2]]})
     hist = history_of(model)
     assert hist.source == 'ema'
     fill(hist.net, 1.0)
@@ -77,7 +77,7 @@ def test_update_follows_the_ema_student_with_decay_01(tmp_path):
 
 
 def test_update_past_the_last_pair_keeps_the_last_period(tmp_path):
-    model = build(tmp_path, {'schedule': [[4, 1], [8, 3]]})
+    model = build(tmp_path, {'source': 'ema', 'schedule': [[4, 1], [8, 3]]})
     hist = history_of(model)
     fill(hist.net, 0.0)
     fill(model.ema.module, 1.0)
@@ -95,7 +95,7 @@ def test_update_past_the_last_pair_keeps_the_last_period(tmp_path):
 
 def test_without_ema_the_history_follows_the_raw_student_with_a_warning(tmp_path, caplog):
     with caplog.at_level(logging.WARNING, logger='ckdsr'):
-        model = build(tmp_path, {'schedule': [[10, 1]]}, ema_decay=0.0)
+        model = build(tmp_path, {'variant': 'official', 'schedule': [[10, 1]]}, ema_decay=0.0)
     assert 'follows the raw student' in caplog.text
     hist = history_of(model)
     assert model.ema is None and hist.source == 'student'
@@ -106,7 +106,7 @@ def test_without_ema_the_history_follows_the_raw_student_with_a_warning(tmp_path
 
 
 def test_train_steps_update_the_history_from_the_ema_after_its_update(tmp_path):
-    model = build(tmp_path, {'schedule': [[100, 2]]})
+    model = build(tmp_path, {'variant': 'official', 'schedule': [[100, 2]]})
     hist = history_of(model)
     expected = [p.detach().clone() for p in hist.net.parameters()]
     for it in range(1, 5):
@@ -121,7 +121,7 @@ def test_train_steps_update_the_history_from_the_ema_after_its_update(tmp_path):
 
 # ----------------------------------------------------------------------------------- negatives
 def test_negatives_are_one_batched_forward_of_clean_then_degraded(tmp_path):
-    model = build(tmp_path, {'num_degraded': 3})
+    model = build(tmp_path, {'variant': 'official', 'num_degraded': 3})
     hist = history_of(model)
     calls = []
     hist.net.register_forward_pre_hook(lambda m, args: calls.append(args[0].shape))
@@ -140,7 +140,7 @@ def test_negatives_are_one_batched_forward_of_clean_then_degraded(tmp_path):
 
 
 def test_negatives_signal_in_a_step_and_frozen_history(tmp_path):
-    model = build(tmp_path, {})
+    model = build(tmp_path, {'variant': 'official'})
     hist = history_of(model)
     model.train_step(batch(), 1)
     assert all(not p.requires_grad and p.grad is None for p in hist.net.parameters())
@@ -173,3 +173,36 @@ def test_resume_state_restores_weights_generator_and_counters(tmp_path):
     lq = batch(seed=9)['lq']
     assert torch.equal(h1.negatives(lq), h2.negatives(lq))  # same degradations drawn next
     assert h2.updates == 2 and h2.last_update == 2
+
+
+# ----------------------------------------------------------------------------------- paper vs official
+@pytest.mark.parametrize('variant, source, include_clean, n', [('paper', 'student', False, 4),
+                                                              ('official', 'ema', True, 5)])
+def test_variant_sets_the_source_and_the_negative_composition(tmp_path, variant, source, include_clean, n):
+    model = build(tmp_path, {'variant': variant})
+    hist = history_of(model)
+    assert (hist.source, hist.include_clean, hist.num_degraded) == (source, include_clean, 4)
+    lq = batch()['lq']
+    x = hist.inputs(lq)
+    assert x.shape == (2, n, 3, 8, 8)
+    clean_rows = [k for k in range(n) if torch.equal(x[:, k], lq)]
+    assert clean_rows == ([0] if include_clean else [])  # paper Eq. 4: only degraded images
+    assert history_of(build(tmp_path / 'd', {})).source == 'student'  # default variant: paper
+
+
+def test_explicit_keys_override_the_variant(tmp_path):
+    hist = history_of(build(tmp_path, {'variant': 'paper', 'source': 'ema', 'include_clean': True}))
+    assert (hist.source, hist.include_clean) == ('ema', True)
+    hist = history_of(build(tmp_path / 'o', {'variant': 'official', 'source': 'student', 'include_clean': False}))
+    assert (hist.source, hist.include_clean) == ('student', False)
+
+
+def test_paper_history_follows_the_current_student_not_the_ema(tmp_path):
+    model = build(tmp_path, {'variant': 'paper', 'schedule': [[10, 1]]})  # EMA exists (ema_decay 0.999)
+    hist = history_of(model)
+    assert model.ema is not None and hist.source == 'student'
+    fill(hist.net, 1.0)
+    fill(model.ema.module, 3.0)
+    fill(model.net_g, 5.0)
+    hist.after_step(model, 1)  # 0.1 * 1 + 0.9 * 5 = 4.6 (the EMA's 3 would give 2.8)
+    assert all(torch.allclose(p, torch.full_like(p, 4.6)) for p in hist.net.parameters())

@@ -22,10 +22,12 @@ DCKD_LOSSES = [
 
 
 def build(tmp_path, lcr=False, vqgan=None, losses=None, **vq_over):
+    """A tiny DCKD model (history ``variant: official``: EMA source, clean + 4 degraded negatives).
+    ``vqgan``: an existing stand-in VQGAN file to load (a resumed run loads the same file)."""
     tmp_path.mkdir(parents=True, exist_ok=True)
     vq = {**TINY_VQGAN, **vq_over}
     vq['checkpoint_path'] = str(write_vqgan(vq, tmp_path / 'last.ckpt')) if vqgan is None else vqgan
-    distill = {'embedding': vq, 'history': {'schedule': [[100, 1]]}}
+    distill = {'embedding': vq, 'history': {'variant': 'official', 'schedule': [[100, 1]]}}
     losses = list(losses or DCKD_LOSSES)
     if lcr:
         distill['lcr'] = {}
@@ -141,8 +143,16 @@ def test_resume_keeps_dckd_state(tmp_path):
         model.train_step(batch(seed=it), it)
     state = model.training_state()
     assert set(state['extra']) >= {'history', 'lcr'}
-    other = build(tmp_path / 'b', lcr=True)
+    # A resumed run loads the frozen VQGAN from the same checkpoint path (frozen nets are not resume
+    # state). The stand-in writer draws random weights from the global RNG, so a second file written
+    # here would hold a different encoder: that, not the DCKD state, made this test order-dependent.
+    other = build(tmp_path / 'b', lcr=True, vqgan=str(tmp_path / 'a' / 'last.ckpt'))
     other.load_training_state(state)
-    a, b = model.train_step(batch(seed=3), 3), other.train_step(batch(seed=3), 3)
+    for name in ('embedding', 'history'):
+        for x, y in zip(comp(model, name).net.state_dict().values(), comp(other, name).net.state_dict().values()):
+            assert torch.equal(x, y), name
+    torch.manual_seed(12345)  # the steps must not depend on the global RNG (its state differs below)
+    a = model.train_step(batch(seed=3), 3)
+    b = other.train_step(batch(seed=3), 3)
     for k in a:
         assert torch.allclose(a[k], b[k], atol=1e-6), k

@@ -97,7 +97,8 @@ def build(tmp_path, codebook=True, losses=LOSSES):
     if codebook:
         cfg['codebook_path'] = save_codebook(str(tmp_path / 'cb.pth'), F.normalize(torch.randn(8, 16), dim=1),
                                              {'z_tap': 'body.1', 'normalize_z': True, 'downscale': 2})
-    opt = tiny_kd_options(tmp_path, losses, {'teacher_embedding': cfg, 'history': {}}, teacher=TEACHER, ema_decay=0.999)
+    opt = tiny_kd_options(tmp_path, losses, {'teacher_embedding': cfg, 'history': {'variant': 'official'}},
+                          teacher=TEACHER, ema_decay=0.999)  # official negatives: clean + 4 degraded, N = 5
     return build_model(load_options(str(write_options(opt, tmp_path / 'o.yml'))))
 
 

@@ -63,12 +63,17 @@ def test_samples_and_embedding_signals(tmp_path):
     assert pos.shape == neg.shape == (2, 4, 3, 16, 16)
     assert torch.equal(pos[:, 0], b['gt'])  # GT is the first positive
     up = F.interpolate(b['lq'], size=(16, 16), mode='bicubic', align_corners=False).clamp(0, 1)
-    assert torch.equal(neg[:, 0], up)  # the upsampled LR is the first negative
-    assert not torch.equal(pos[:, 1], b['gt']) and not torch.equal(neg[:, 1], b['gt'])
-    # tiny D (4..32 channels), Haar halves 16 -> 8; blocks 0, 2, 4, 6 at strides 1, 2, 4, 8
-    assert [tuple(f.shape) for f in step['emb_sr']] == [(2, 4, 8, 8), (2, 8, 4, 4), (2, 16, 2, 2), (2, 32, 1, 1)]
-    assert [tuple(f.shape) for f in step['emb_positives']] == [(2, 4, 4, 8, 8), (2, 4, 8, 4, 4),
-                                                                (2, 4, 16, 2, 2), (2, 4, 32, 1, 1)]
+    # paper: K_N = 4 negatives, all blurred GT -- the upsampled LR is not one of them
+    assert not any(torch.allclose(neg[:, k], up, atol=1e-3) for k in range(4))
+    assert not torch.equal(pos[:, 1], b['gt']) and not torch.equal(neg[:, 0], b['gt'])
+    # tiny D (4..32 channels), Haar halves 16 -> 8; paper taps: blocks 0, 1, 2, 3 at strides 1, 2, 2, 4
+    assert [tuple(f.shape) for f in step['emb_sr']] == [(2, 4, 8, 8), (2, 4, 4, 4), (2, 8, 4, 4), (2, 8, 2, 2)]
+    assert [tuple(f.shape) for f in step['emb_positives']] == [(2, 4, 4, 8, 8), (2, 4, 4, 4, 4),
+                                                                (2, 4, 8, 4, 4), (2, 4, 8, 2, 2)]
+    official = build(tmp_path, pcl_options(tmp_path, 'official'), name='official.yml')
+    neg_o = fresh_step(official, b)['negatives']
+    up_ac = F.interpolate(b['lq'], size=(16, 16), mode='bicubic', align_corners=True).clamp(0, 1)
+    assert torch.equal(neg_o[:, 0], up_ac)  # official: the upsampled LR is the first negative
     assert step['emb_sr'][0].requires_grad and not step['emb_negatives'][0].requires_grad
 
 
@@ -139,11 +144,13 @@ def test_paper_total_gradient_differs_from_l1_alone(tmp_path):
 
 
 # ---------------------------------------------------------------------------- the discriminator step
-def test_discriminator_step_feeds_real_positives_fake_blurred_and_sr(tmp_path):
+@pytest.mark.parametrize('variant, blurred', [('paper', (0, 1, 2, 3)), ('official', (1, 2, 3))])
+def test_discriminator_step_feeds_real_positives_fake_blurred_and_sr(tmp_path, variant, blurred):
     """Replay the D step by hand: SGD(lr) on the dual contrastive loss with real = the 4 positives,
-    fake = the 3 blurred-GT negatives + the detached SR output (not the upsampled LR)."""
+    fake = the blurred-GT negatives (paper: all 4; official: the 3 after the upsampled LR, which is
+    not shown to D) + the detached SR output."""
     lr = 0.5
-    model = build(tmp_path, pcl_options(tmp_path, optim_d={'type': 'SGD', 'lr': lr}))
+    model = build(tmp_path, pcl_options(tmp_path, variant, optim_d={'type': 'SGD', 'lr': lr}))
     comp = pcl(model)
     d0 = copy.deepcopy(comp.net_d)
     g_ids = {id(p) for g in model.optimizers['g'].param_groups for p in g['params']}
@@ -156,7 +163,7 @@ def test_discriminator_step_feeds_real_positives_fake_blurred_and_sr(tmp_path):
     ref = d0.train().requires_grad_(True)
     logits_sr = ref(sr)
     real = torch.cat([ref(pos[:, k]) for k in range(4)])
-    fake = torch.cat([ref(neg[:, k]) for k in (1, 2, 3)] + [logits_sr])
+    fake = torch.cat([ref(neg[:, k]) for k in blurred] + [logits_sr])
     loss = dual_contrastive_loss(real, fake)
     loss.backward()
     assert torch.allclose(out['l_pcl_d'], loss.detach(), atol=1e-6)
@@ -166,8 +173,11 @@ def test_discriminator_step_feeds_real_positives_fake_blurred_and_sr(tmp_path):
         assert torch.allclose(p, expected, atol=1e-6), name
         changed += int(not torch.equal(p, p0.detach()))
     assert changed == len(list(ref.parameters()))  # every D parameter moved
-    for (name, b), b0 in zip(comp.net_d.named_buffers(), ref.buffers()):
-        assert torch.equal(b, b0), name  # BN statistics from the same per-set passes
+    same = [torch.equal(b, b0) for b, b0 in zip(comp.net_d.buffers(), ref.buffers())]
+    if variant == 'paper':
+        assert all(same)  # BN statistics from the same per-set passes (the embedding ran in eval mode)
+    else:
+        assert not all(same)  # official: the train-mode embedding passes of the SR step moved them too
     # D is frozen again, without stale gradients, and the SR net did its own step
     assert all(not p.requires_grad and p.grad is None for p in comp.net_d.parameters())
     assert set(out) == {'l_pix', 'l_cl', 'l_total', 'l_pcl_d'}

@@ -6,26 +6,32 @@ The history model is a frozen copy of the student that lags behind it: every ``e
     his <- d * his + (1 - d) * src,   d = 0.1   (paper: the EMA-updated history model of DCR;
                                                  released code: update_model_ema(update_decay))
 
-where ``src`` is the EMA student (official code: ``update_model_ema`` reads ``net_g_ema``, so it
-needs ``train.ema_decay > 0``) or, with ``source: student`` (or when there is no EMA copy, with a
-warning), the raw student. The period grows with training: 1000 iterations for the first 100k,
+where ``src`` is the current student (``source: student``, the paper) or the EMA student
+(``source: ema``; official code: ``update_model_ema`` reads ``net_g_ema``, so it needs
+``train.ema_decay > 0``; without an EMA copy it falls back to the current student with a warning). The period grows with training: 1000 iterations for the first 100k,
 2000 until 200k, 3000 after (official ``step: [1000, 2000, 3000]`` indexed by
 ``(iter - 1) // 100000``, which fails past 300k; here ``schedule`` is a list of
 ``[until_iter, every]`` pairs and the last pair's period continues forever). At start the history
 model is a copy of the source (official ``update_model_ema(0)``).
 
 Negatives (signal ``negatives``, (B, N, C, H, W)): the history model applied to the clean LR batch
-and ``num_degraded`` degraded copies of it (official ``num_neg: 4``, so N = 5), all in ONE batched
-forward. Degradations come from :class:`data.degradations.Degrader` (official default: Gaussian
+(``include_clean``) and ``num_degraded`` degraded copies of it (official: clean + ``num_neg: 4``, so
+N = 5; paper: 4 degraded), all in ONE batched forward. Degradations come from :class:`data.degradations.Degrader` (official default: Gaussian
 noise sigma U[1, 30]/255, grey with probability 0.5; blur and resize available), drawn from a
 ``torch.Generator`` that is part of the resume state.
+
+``variant`` (``paper`` | ``official``) sets the defaults of the two points where the released code
+and the paper differ (docs/dckd.md): ``source`` (paper: the current student, section "Dynamic
+contrastive regularisation"; release: the EMA student) and ``include_clean`` (paper Eq. 4: the
+negatives are N degraded images; release: the clean LR plus ``num_neg: 4`` degraded copies). An
+explicit ``source`` / ``include_clean`` overrides the variant.
 
 Differences from the official code, both documented choices: the update also averages floating
 point buffers (ModelEMA; RCAN/SwinIR have none that change), and degradation parameters are drawn
 per image and copy (see :mod:`data.degradations`).
 """
 import logging
-from typing import Any, Dict, List, Literal, Sequence, Tuple
+from typing import Any, Dict, List, Literal, Optional, Sequence, Tuple
 
 import torch
 
@@ -41,6 +47,18 @@ logger = logging.getLogger('ckdsr')
 
 #: official DCKD: every 1000 iterations up to 100k, 2000 up to 200k, 3000 after
 DEFAULT_SCHEDULE = ((100000, 1000), (200000, 2000), (300000, 3000))
+
+#: what ``variant`` decides when ``source`` / ``include_clean`` are left null
+VARIANT_DEFAULTS: Dict[str, Dict[str, Any]] = {
+    'paper': {'source': 'student', 'include_clean': False},
+    'official': {'source': 'ema', 'include_clean': True},
+}
+
+
+def resolve(cfg: Dict[str, Any], key: str) -> Any:
+    """``cfg[key]``, or the value of ``cfg['variant']`` (default paper) when it is null or absent."""
+    value = cfg.get(key)
+    return VARIANT_DEFAULTS[cfg.get('variant') or 'paper'][key] if value is None else value
 
 
 def check_schedule(schedule: Sequence[Sequence[int]], where: str = 'distill.history.schedule') -> List[Tuple[int, int]]:
@@ -81,7 +99,8 @@ class HistoryNegatives(Component):
         if (model.opt.get('distill') or {}).get('negatives'):
             raise ValueError('distill.history and distill.negatives both provide the `negatives` signal; '
                              'DCKD uses distill.history: remove distill.negatives')
-        self.source = cfg['source']
+        self.variant = cfg.get('variant') or 'paper'
+        self.source = resolve(cfg, 'source')
         if self.source == 'ema' and model.ema is None:
             logger.warning('distill.history.source is "ema" but train.ema_decay is 0 (no EMA student): '
                            'the history model follows the raw student instead (official DCKD uses '
@@ -92,7 +111,7 @@ class HistoryNegatives(Component):
             raise ValueError(f'distill.history.decay must be in [0, 1], got {self.decay}')
         self.schedule = check_schedule(cfg['schedule'])
         self.num_degraded = int(cfg['num_degraded'])
-        self.include_clean = bool(cfg['include_clean'])
+        self.include_clean = bool(resolve(cfg, 'include_clean'))
         if self.num_degraded < 0 or self.num_degraded + self.include_clean < 1:
             raise ValueError('distill.history: needs at least one negative (include_clean and/or num_degraded >= 1)')
         self.degrader = Degrader(**(cfg.get('degradation') or {}))
@@ -169,15 +188,20 @@ def _degradation_section() -> Section:
 register_component(ComponentSpec(
     key='history',
     schema=Section({
-        'source': Field(Literal['ema', 'student'], 'ema',
+        'variant': Field(Literal['paper', 'official'], 'paper',
+                         'sets the defaults of source and include_clean: paper (current student; N degraded '
+                         'negatives, Eq. 4) or official (EMA student; clean LR + degraded copies)'),
+        'source': Field(Optional[Literal['ema', 'student']], None,
                         'network the history model follows: the EMA student (official; needs train.ema_decay > 0) '
-                        'or the raw student'),
+                        'or the current student (paper); null: the variant\'s'),
         'decay': Field(float, 0.1, 'd in his = d*his + (1-d)*src (paper: 0.1)'),
         'schedule': Field(Sequence[Sequence[int]], [list(p) for p in DEFAULT_SCHEDULE],
                           'update every `every` iterations until `until_iter`: [[until_iter, every], ...]; '
                           'the last period continues past the last until_iter'),
-        'num_degraded': Field(int, 4, 'degraded LR copies per image (official num_neg: 4)'),
-        'include_clean': Field(bool, True, 'also feed the clean LR to the history model (official: yes)'),
+        'num_degraded': Field(int, 4, 'degraded LR copies per image (official num_neg: 4; the paper\'s N '
+                                      'is taken as 4 too, an assumption)'),
+        'include_clean': Field(Optional[bool], None, 'also feed the clean LR to the history model '
+                                                     '(null: the variant\'s; official yes, paper no)'),
         'degradation': _degradation_section(),
     }, absent_none=True, doc='DCKD history model: negatives = history(clean + degraded LR)'),
     build=lambda model, cfg: HistoryNegatives(model, cfg),

@@ -7,16 +7,16 @@ IEEE TNNLS 2023 (arXiv 2111.13924); official code github.com/Aitical/PCL-SISR
 The ``distill.pcl`` component holds
 
 * the **sample generator** (:func:`data.pcl_samples.make_pcl_samples`): positives = GT + sharpened
-  GT, negatives = upsampled LR + Gaussian-blurred GT, 4 + 4 by default, drawn from the component's
-  own seeded ``torch.Generator`` (its state is resume state);
+  GT, negatives = Gaussian-blurred GT (paper) or upsampled LR + blurred GT (official), 4 + 4,
+  drawn from the component's own seeded ``torch.Generator`` (its state is resume state);
 * the **embedding discriminator** (:class:`archs.pcl_discriminator.PCLDiscriminator` on the Haar
   LH/HL/HH sub-bands) with its own optimizer and scheduler (``optim_d`` / ``scheduler_d``);
 * the **alternation**: after every SR step (``after_step``) one discriminator step (``d_steps``)
   with the dual contrastive loss (:func:`losses.pcl_discriminator_loss.dual_contrastive_loss`,
   Yu et al. ICCV 2021 eqs. 3-4) on real = every positive (GT, sharpened GT) and fake = the
   blurred-GT negatives + the step's SR output, detached -- what the official ``Adversarial.forward``
-  feeds with ``--contras_D_train`` (the upsampled-LR negative is *not* a fake there; ``d_fake_lr``
-  adds it). During the SR step the discriminator is frozen (``requires_grad`` off).
+  feeds with ``--contras_D_train`` (the upsampled-LR negative, when there is one, is *not* a fake
+  there; ``d_fake_lr`` adds it). During the SR step the discriminator is frozen (``requires_grad`` off).
 
 Signals: ``positives``, ``negatives`` (B, K, C, H, W images), and the discriminator features at the
 tapped blocks ``emb_sr``, ``emb_positives``, ``emb_negatives`` (lists over taps of (B, C, H, W) /
@@ -25,11 +25,14 @@ L_CL; total = L1 + alpha * L_CL is written in ``train.losses``).
 
 Variants (DESIGN.md section 4; docs/pcl.md):
 
-* ``paper``: 4 tapped blocks (0, 2, 4, 6: the code's default ``--cl_layer``) at the conv-BN output
-  ("before ReLU"), the SR image's features with gradient through the frozen discriminator (BN in
-  eval mode: every image is embedded with D's running statistics, so one batched no-grad pass serves
-  all positives and negatives).
-* ``official``: what the released script runs: one block (4), post-activation features (the
+* ``paper``: "the first 4 intermediate layers" of the discriminator (blocks 0, 1, 2, 3) at the
+  conv-BN output ("before ReLU"); K_N = 4 negatives, all Gaussian-blurred GT (the upsampled LR as
+  a negative is one of the paper's ablation configurations); positives GT + GT sharpened with
+  factors above 1 (U(1, 3]: the range is an assumption); the SR image's features with gradient
+  through the frozen discriminator (BN in eval mode: every image is embedded with D's running
+  statistics, so one batched no-grad pass serves all positives and negatives).
+* ``official``: what the released script runs: one block (4), the upsampled LR as the first of
+  the 4 negatives, sharpening factors U[0.5, 3], post-activation features (the
   in-place LeakyReLU overwrites the "before ReLU" taps), BN in train mode with one pass per image
   set (as the code calls the discriminator once per set), the samples rounded to 8 bit, blur drawn
   once per copy for the batch, LR upsampled with ``align_corners=True`` -- and the SR image's
@@ -58,9 +61,11 @@ logger = logging.getLogger('ckdsr')
 
 #: settings a variant decides when the option is left null
 VARIANT_DEFAULTS: Dict[str, Dict[str, Any]] = {
-    'paper': {'taps': (0, 2, 4, 6), 'tap_point': 'pre_act', 'sr_grad': True, 'embed_bn': 'eval',
+    'paper': {'taps': (0, 1, 2, 3), 'tap_point': 'pre_act', 'sr_grad': True, 'embed_bn': 'eval',
+              'include_lr': False, 'sharp_range': (1.0, 3.0),
               'blur_batch_shared': False, 'align_corners': False, 'quantize': False},
     'official': {'taps': (4,), 'tap_point': 'post_act', 'sr_grad': False, 'embed_bn': 'batch',
+                 'include_lr': True, 'sharp_range': (0.5, 3.0),
                  'blur_batch_shared': True, 'align_corners': True, 'quantize': True},
 }
 
@@ -87,8 +92,8 @@ PCL_SCHEMA = Section({
     'scheduler_d': Block(scheduler_resolver, 'scheduler', required=False,
                          doc="the discriminator's LR schedule (null: train.scheduler's settings)"),
     'taps': Field(Optional[List[int]], None,
-                  'discriminator blocks (0-based) whose features are contrasted (null: paper [0, 2, 4, 6], '
-                  'official [4])'),
+                  'discriminator blocks (0-based) whose features are contrasted (null: paper [0, 1, 2, 3], '
+                  '"the first 4 intermediate layers"; official [4], --cl_layer 4)'),
     'sr_grad': Field(Optional[bool], None,
                      "backpropagate the contrastive term into the SR net through the frozen discriminator "
                      "(null: paper true, official false)"),
@@ -100,8 +105,12 @@ PCL_SCHEMA = Section({
     'd_fake_lr': Field(bool, False, 'also show the upsampled-LR negative to the discriminator as fake '
                                     '(the official code does not)'),
     'num_pos': Field(int, 4, 'positives: GT + (num_pos - 1) sharpened GT'),
-    'num_neg': Field(int, 4, 'negatives: upsampled LR + (num_neg - 1) blurred GT'),
-    'sharp_range': Field(List[float], (0.5, 3.0), 'sharpness factor range U[a, b]'),
+    'num_neg': Field(int, 4, 'negatives: [upsampled LR if include_lr] + blurred GT, num_neg in all (paper K_N = 4)'),
+    'include_lr': Field(Optional[bool], None, 'the bicubically upsampled LR is the first negative (null: paper '
+                                              'false, all negatives blurred GT; official true)'),
+    'sharp_range': Field(Optional[List[float]], None, 'sharpness factors drawn from U(a, b] (null: paper '
+                                                      '[1, 3], factors above 1, range an assumption; official '
+                                                      '[0.5, 3], --sharp_value 0.5 --sharp_range 2.5)'),
     'blur_kernel': Field(List[int], (3, 11), 'odd Gaussian kernel sizes in [a, b]'),
     'blur_sigma': Field(List[float], (0.1, 2.0), 'Gaussian sigma range U[a, b]'),
     'blur_isotropic': Field(bool, False, 'one kernel size and sigma for both axes'),
@@ -148,7 +157,8 @@ class PCLComponent(Component):
             raise ValueError('distill.pcl.taps: need at least one discriminator block')
         self.sample_kwargs = {
             'n_pos': int(cfg.get('num_pos', 4)), 'n_neg': int(cfg.get('num_neg', 4)),
-            'sharp_range': tuple(cfg.get('sharp_range', (0.5, 3.0))),
+            'include_lr': bool(resolve(cfg, 'include_lr')),
+            'sharp_range': tuple(float(v) for v in resolve(cfg, 'sharp_range')),
             'blur_kernel': tuple(cfg.get('blur_kernel', (3, 11))),
             'blur_sigma': tuple(cfg.get('blur_sigma', (0.1, 2.0))),
             'blur_isotropic': bool(cfg.get('blur_isotropic', False)),
@@ -158,6 +168,9 @@ class PCLComponent(Component):
         }
         if self.sample_kwargs['n_pos'] < 1 or self.sample_kwargs['n_neg'] < 1:
             raise ValueError('distill.pcl: num_pos and num_neg must be >= 1 (GT and the upsampled LR come first)')
+        lo_hi = self.sample_kwargs['sharp_range']
+        if len(lo_hi) != 2 or not 0.0 <= lo_hi[0] <= lo_hi[1]:
+            raise ValueError(f'distill.pcl.sharp_range: expected [a, b] with 0 <= a <= b, got {list(lo_hi)}')
         prefix = cfg.get('signal_prefix') or ''
         self.sig = {s: prefix + s for s in SIGNALS}
 
@@ -249,7 +262,7 @@ class PCLComponent(Component):
 
         return [
             Provider((sig['positives'], sig['negatives']), samples, deps=('lq', 'gt'),
-                     doc='PCL positives (GT, sharpened GT) and negatives (upsampled LR, blurred GT)'),
+                     doc='PCL positives (GT, sharpened GT) and negatives (blurred GT; official: upsampled LR first)'),
             Provider((sig['emb_sr'],), anchor, deps=('sr',),
                      doc='discriminator features of the SR output (grad in the paper variant)'),
             Provider((sig['emb_positives'], sig['emb_negatives']), frozen,
@@ -274,11 +287,13 @@ class PCLComponent(Component):
         """Dual contrastive loss (Yu et al. 2021, eqs. 3-4) of the discriminator in train mode.
 
         real = every positive (GT, sharpened GT); fake = the SR output (detached) and the
-        blurred-GT negatives (plus the upsampled LR with ``d_fake_lr``). One pass per image set,
-        in the official order (SR, GT, sharpened, blurred), so BatchNorm sees the same batches.
+        blurred-GT negatives (plus the upsampled LR, when it is a negative, with ``d_fake_lr``).
+        One pass per image set, in the official order (SR, GT, sharpened, blurred), so BatchNorm
+        sees the same batches.
         """
         self._mode(True)
-        fakes_neg = _split_sets(negatives)[0 if self.d_fake_lr else 1:]
+        skip_lr = self.sample_kwargs['include_lr'] and not self.d_fake_lr
+        fakes_neg = _split_sets(negatives)[1 if skip_lr else 0:]
         d_sr = self.net_d(sr.detach())
         real = [self.net_d(x) for x in _split_sets(positives)]
         fake = [self.net_d(x) for x in fakes_neg] + [d_sr]
