@@ -1,4 +1,4 @@
-"""FACD's model side (Moon, Jeong & Kim, "Feature-domain Adaptive Contrastive Distillation for
+"""FACD's model side (Moon, J.-G. Kim, Jeong & S. Kim, "Feature-domain Adaptive Contrastive Distillation for
 Efficient Single Image Super-Resolution", IEEE Access 2023): the ``distill.facd`` component.
 
 The losses are pure tensor functions in :mod:`losses.facd`; this component supplies what they read:
