@@ -38,10 +38,11 @@ def vgg19_layer_names() -> List[str]:
 
 def missing_weights_error(option_key: str, path: Optional[str]) -> FileNotFoundError:
     """The one error for absent VGG19 weights: names the option key and the download URL."""
+    from utils.external_files import describe  # the one table of external files
     where = 'is not set' if not path else f'points to a missing file ({path})'
     return FileNotFoundError(
-        f'{option_key} {where}: VGG19 needs torchvision\'s ImageNet weights vgg19-dcbb9e9d.pth, '
-        f'published at {VGG19_URL}; download it and set {option_key} to its path.')
+        f'{option_key} {where}: VGG19 needs {describe("vgg19-dcbb9e9d.pth")}; download it and set '
+        f'{option_key} to its path.')
 
 
 def load_vgg19_state(path: str, option_key: str) -> dict:
@@ -52,7 +53,12 @@ def load_vgg19_state(path: str, option_key: str) -> dict:
     """
     if not path or not os.path.isfile(os.path.expanduser(path)):
         raise missing_weights_error(option_key, path)
-    state = torch.load(os.path.expanduser(path), map_location='cpu', weights_only=True)
+    try:
+        state = torch.load(os.path.expanduser(path), map_location='cpu', weights_only=True)
+    except Exception as err:  # noqa: BLE001 - garbage / truncated file: one line naming the option
+        first = ' '.join(str(err).split()).split('. ')[0]
+        raise ValueError(f'{option_key}: {path} is not a readable torch checkpoint ({first}); the file is '
+                         'damaged or not a PyTorch checkpoint') from None
     if isinstance(state, dict) and isinstance(state.get('state_dict'), dict):
         state = state['state_dict']
     out = {}

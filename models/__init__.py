@@ -6,7 +6,13 @@ from models.base_model import BaseModel  # noqa: F401
 from utils.registry import MODEL_REGISTRY
 
 
-def build_model(opt, is_train: bool = True, rank: int = 0, world_size: int = 1, device=None):
-    """Build ``opt['model_type']`` from the model registry."""
+def build_model(opt, is_train: bool = True, rank: int = 0, world_size: int = 1, device=None, check: bool = True):
+    """Build ``opt['model_type']`` from the model registry; ``check`` runs the structural checks of
+    :mod:`models.build_checks` (one tiny forward per network, layer-weight counts) before any data
+    is read, raising an OptionError that names the option key."""
+    from models.build_checks import check_model
     cls = MODEL_REGISTRY.get(opt.get('model_type', 'SRModel'))
-    return cls(opt, is_train=is_train, rank=rank, world_size=world_size, device=device)
+    model = cls(opt, is_train=is_train, rank=rank, world_size=world_size, device=device)
+    if check:
+        check_model(model, opt)
+    return model

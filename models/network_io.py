@@ -7,6 +7,7 @@ from torch import nn
 import archs  # noqa: F401  (fills ARCH_REGISTRY)
 from utils.build import build_from_cfg
 from utils.feature_taps import unwrap_model
+from utils.option_spec import OptionError, where_to_get
 from utils.registry import ARCH_REGISTRY
 
 
@@ -34,7 +35,24 @@ def load_weights(net: nn.Module, path: Optional[str], param_key: Optional[str], 
     try:
         load_pretrained(net, path, param_key=param_key, strict=strict)
     except FileNotFoundError as err:
-        raise FileNotFoundError(f'{option_key}: {err}') from None
+        raise FileNotFoundError(f'{option_key}: {err}{where_to_get(path)}') from None
+    except (RuntimeError, ValueError, KeyError) as err:  # unreadable, wrong layout, wrong network
+        raise OptionError([f'{option_key}: {checkpoint_problem(err)}'], source=None) from None
+
+
+def checkpoint_problem(err: BaseException) -> str:
+    """One line for a checkpoint that cannot be loaded: torch's multi-paragraph reasons cut to the
+    sentence that says what is wrong (a garbage or truncated file, a network that does not fit)."""
+    text = err.args[0] if isinstance(err, KeyError) and err.args else str(err)
+    cause = err.__cause__
+    if cause is not None:
+        detail = str(cause)
+        if 'WeightsUnpickler error:' in detail:  # not a torch zip/pickle of tensors at all
+            detail = detail.split('WeightsUnpickler error:', 1)[1].strip().split('\n\n')[0]
+        detail = ' '.join(detail.split()).split('. ')[0]
+        head = text.split(' (', 1)[0]
+        text = f'{head} ({detail}); the file is damaged or not a PyTorch checkpoint'
+    return ' '.join(text.split())
 
 
 def freeze(net: nn.Module) -> nn.Module:

@@ -88,7 +88,7 @@ def test_cli_option_file_reports_every_network_block(tmp_path, monkeypatch, caps
     path.write_text(yaml.safe_dump(OPT))
     calls = []
 
-    def fake_load_options(p, sets=()):
+    def fake_load_options(p, sets=(), force_yml=()):
         calls.append((p, list(sets)))
         return yaml.safe_load(open(p))
 
@@ -102,12 +102,20 @@ def test_cli_option_file_reports_every_network_block(tmp_path, monkeypatch, caps
     assert '8x8 -> 16x16' in lines[1]
 
 
-def test_cli_option_file_without_utils_options(tmp_path, monkeypatch, capsys):
+def test_cli_option_file_without_its_files_and_upscale_from_scale(tmp_path, capsys):
+    """Missing weights are listed with where to get them; a block without upscale gets the scale."""
     path = tmp_path / 'opt.yml'
-    path.write_text(yaml.safe_dump(OPT))
-    monkeypatch.setitem(sys.modules, 'utils.options', None)  # import fails -> plain YAML
-    assert load_tool().main(['-opt', str(path), '--json']) == 0
-    assert [i['name'] for i in json.loads(capsys.readouterr().out)] == ['network_g', 'network_t']
+    tree = {**OPT, 'model_type': 'KDModel',
+            'network_g': {k: v for k, v in OPT['network_g'].items() if k != 'upscale'},
+            'path': {'pretrain_network_g': 'nowhere/carn_m.pth'},
+            'train': {'total_iter': 10, 'optim_g': {'type': 'Adam'}, 'losses': [{'type': 'L1Loss'}]}}
+    path.write_text(yaml.safe_dump(tree))
+    assert load_tool().main(['-opt', str(path), '--json', '--lr-size', '8x8']) == 0
+    captured = capsys.readouterr()
+    infos = json.loads(captured.out)
+    assert [i['name'] for i in infos] == ['network_g', 'network_t'] and infos[0]['out_size'] == [16, 16]
+    assert captured.err.startswith(f'missing: {path}: path.pretrain_network_g: file or folder not found: '
+                                   'nowhere/carn_m.pth; the official CARN-M weights')
 
 
 def test_cli_bad_arguments():

@@ -131,3 +131,44 @@ def test_paths_unchecked_skips_only_existence(tmp_path):
             validate_tree({'n': 'x'}, spec, 'f')
     with pytest.raises(OptionError, match='file or folder not found'):
         validate_tree({'p': str(tmp_path / 'missing')}, spec, 'f')
+
+
+def test_bounds_name_the_key_and_the_value():
+    spec = Section({'n': Field(int, 1, minimum=1), 'd': Field(Optional[float], None, minimum=0, maximum=1)})
+    with pytest.raises(OptionError) as err:
+        validate_tree({'n': 0, 'd': 1.5}, spec, 'f.yml')
+    assert err.value.lines() == ['f.yml: n: must be >= 1, got 0', 'f.yml: d: must be <= 1, got 1.5']
+    assert validate_tree({'n': 1, 'd': None}, spec, 'f.yml') == {'n': 1, 'd': None}
+
+
+def test_pep604_unions_are_checked():
+    """torch annotates Adam's lr as `float | Tensor`: a string must not pass as a number."""
+    reg = Registry('optim')
+
+    @reg.register()
+    class Opt:
+        def __init__(self, lr: 'float | int' = 1e-3):
+            pass
+
+    spec = Section({'o': Block(registry_resolver(reg), 'optimizer')})
+    with pytest.raises(OptionError, match=r"o.lr: expected number or int, got str 'fast'"):
+        validate_tree({'o': {'type': 'Opt', 'lr': 'fast'}}, spec, 'f.yml')
+    assert validate_tree({'o': {'type': 'Opt', 'lr': 2}}, spec, 'f.yml') == {'o': {'type': 'Opt', 'lr': 2}}
+
+
+def test_null_means_absent_for_sections_that_are_off_when_absent():
+    spec = Section({'opt_in': Section({'taps': Field(list, REQUIRED)}, absent_none=True),
+                    'defaults': Section({'k': Field(int, 3)})})
+    assert validate_tree({'opt_in': None, 'defaults': None}, spec, 'f.yml') == validate_tree({}, spec, 'f.yml') \
+        == {'opt_in': None, 'defaults': {'k': 3}}
+
+
+def test_tuple_defaults_are_filled_as_lists():
+    assert validate_tree({}, Section({'r': Field(Sequence[float], (0.5, 1.5))}), 'f.yml') == {'r': [0.5, 1.5]}
+
+
+def test_option_error_keeps_a_source_per_problem():
+    err = OptionError(['a.b: bad', 'c: worse'], source='f.yml', sources=['--set', 'f.yml'])
+    assert err.lines() == ['--set: a.b: bad', 'f.yml: c: worse'] and str(err) == '--set: a.b: bad\nf.yml: c: worse'
+    assert err.key_paths() == ['a.b', 'c']
+    assert OptionError(['x.y: late'], source=None).lines() == ['x.y: late']

@@ -51,3 +51,24 @@ def test_read_yaml_errors(tmp_path):
     dup.write_text('train:\n  total_iter: 1\n  total_iter: 2\n')
     with pytest.raises(OptionError, match="duplicate key 'total_iter'"):
         read_yaml(str(dup))
+
+
+def test_source_of_a_key_is_set_when_an_override_touched_it():
+    from utils.options import source_of
+    sets = ['train.total_iter=0', 'trian.x=1', 'datasets.train=null']
+    assert source_of('train.total_iter', 'f.yml', sets) == '--set'
+    assert source_of('trian', 'f.yml', sets) == '--set'  # the typo is the command line's, not the file's
+    assert source_of('datasets.train.gt_size', 'f.yml', sets) == '--set'  # inside a block --set replaced
+    assert source_of('train.ema_decay', 'f.yml', sets) == 'f.yml'
+    assert source_of('train.ema_decay', 'f.yml', force_yml=['train:ema_decay=2']) == '--force_yml'
+
+
+def test_load_options_attributes_each_problem(tmp_path):
+    from utils.option_spec import Field, Section
+    from utils.options import load_options
+    path = tmp_path / 'o.yml'
+    path.write_text('a: 0\nb: 0\n')
+    schema = Section({'a': Field(int, 1, minimum=1), 'b': Field(int, 1, minimum=1)})
+    with pytest.raises(OptionError) as err:
+        load_options(str(path), sets=['b=-1'], schema=schema)
+    assert err.value.lines() == [f'{path}: a: must be >= 1, got 0', '--set: b: must be >= 1, got -1']

@@ -16,6 +16,7 @@ import contextvars
 import inspect
 import os
 import re
+import types
 import typing
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
@@ -24,6 +25,11 @@ from utils.suggest import closest
 
 REQUIRED = object()  # sentinel: the key must be given
 _CHECK_PATHS = contextvars.ContextVar('ckdsr_check_paths', default=True)
+
+
+def paths_checked() -> bool:
+    """False inside :func:`paths_unchecked` (checks that read files are skipped then)."""
+    return _CHECK_PATHS.get()
 
 
 @contextlib.contextmanager
@@ -37,27 +43,48 @@ def paths_unchecked():
 
 
 class OptionError(ValueError):
-    """One or more problems in an option file; ``str()`` is one line per problem."""
+    """One or more problems in an option file; ``str()`` is one line per problem.
 
-    def __init__(self, problems: List[str], source: str = '<options>'):
+    Each problem reads ``<key.path>: <what is wrong>``. ``source`` is where the value came from:
+    the option file, ``--set``, or None when not yet known (an error found while building from an
+    already loaded tree; :func:`utils.options.attribute` fills it in). ``sources`` gives one source
+    per problem where they differ (a ``--set`` value beside a mistake in the file).
+    """
+
+    def __init__(self, problems: List[str], source: Optional[str] = '<options>',
+                 sources: Optional[List[Optional[str]]] = None):
         self.problems = list(problems)
         self.source = source
-        super().__init__('\n'.join(f'{source}: {p}' for p in self.problems))
+        self.sources = list(sources) if sources is not None else [source] * len(self.problems)
+        super().__init__('\n'.join(self.lines()))
+
+    def lines(self) -> List[str]:
+        """``'<source>: <problem>'`` per problem (the problem alone where the source is unknown)."""
+        return [f'{src}: {p}' if src else p for src, p in zip(self.sources, self.problems)]
+
+    def key_paths(self) -> List[str]:
+        """The option key path each problem names (the text before its first ': ')."""
+        return [p.split(': ', 1)[0] if ': ' in p else '' for p in self.problems]
 
 
 # --------------------------------------------------------------------------- type checking
+_UNIONS = (typing.Union, types.UnionType)  # Optional[int] and int | None (torch annotates lr as float | Tensor)
+
 def type_name(ann: Any) -> str:
     """A readable name for a type annotation (``Optional[int]`` -> ``int or null``)."""
     if ann is inspect.Parameter.empty or ann is Any:
         return 'any'
     origin = typing.get_origin(ann)
     args = typing.get_args(ann)
-    if origin is typing.Union:
+    if origin in _UNIONS:
         return ' or '.join('null' if a is type(None) else type_name(a) for a in args)
     if origin is typing.Literal:
         return 'one of ' + ', '.join(repr(a) for a in args)
     if origin in (list, tuple, typing.Sequence, getattr(__import__('collections.abc').abc, 'Sequence')):
         inner = type_name(args[0]) if args else 'any'
+        if origin is tuple and args and args[-1] is not Ellipsis:  # fixed length, e.g. Adam's betas
+            return f'list of {len(args)} ({inner})' if len(set(args)) == 1 else \
+                'list [' + ', '.join(type_name(a) for a in args) + ']'
         return f'list of {inner}'
     if origin in (dict, typing.Mapping, __import__('collections.abc').abc.Mapping):
         return 'mapping'
@@ -74,7 +101,7 @@ def type_ok(value: Any, ann: Any) -> bool:
         return value is None
     origin = typing.get_origin(ann)
     args = typing.get_args(ann)
-    if origin is typing.Union:
+    if origin in _UNIONS:
         return any(type_ok(value, a) for a in args)
     if origin is typing.Literal:
         return value in args
@@ -100,6 +127,13 @@ def type_ok(value: Any, ann: Any) -> bool:
     return True  # an annotation we cannot check (forward refs, protocols): accept
 
 
+def where_to_get(path: str) -> str:
+    """``'; <who publishes it, where / which command makes it>'`` for a known external file."""
+    from utils.external_files import describe
+    hint = describe(path)
+    return f'; {hint}' if hint else ''
+
+
 def _fmt(value: Any) -> str:
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + '...'
@@ -117,23 +151,40 @@ def _unknown_key(path: str, key: str, valid: List[str]) -> str:
 # --------------------------------------------------------------------------- specs
 @dataclass
 class Field:
-    """A leaf option. ``path=True`` means a file or folder that must exist when given."""
+    """A leaf option. ``path=True`` means a file or folder that must exist when given;
+    ``minimum``/``maximum`` bound a number (inclusive; null passes where the type allows it)."""
     ann: Any = Any
     default: Any = None
     doc: str = ''
     path: bool = False
+    minimum: Optional[float] = None
+    maximum: Optional[float] = None
 
     def validate(self, value: Any, where: str, problems: List[str]) -> Any:
         if not type_ok(value, self.ann):
             problems.append(f'{where}: expected {type_name(self.ann)}, got {type(value).__name__} '
                             f'{_fmt(value)}')
             return value
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if self.minimum is not None and value < self.minimum:
+                problems.append(f'{where}: must be >= {self.minimum}, got {value}')
+            if self.maximum is not None and value > self.maximum:
+                problems.append(f'{where}: must be <= {self.maximum}, got {value}')
         if self.path and value is not None and _CHECK_PATHS.get() and not os.path.exists(os.path.expanduser(str(value))):
-            problems.append(f'{where}: file or folder not found: {value}')
+            problems.append(f'{where}: file or folder not found: {value}{where_to_get(str(value))}')
         return value
 
     def fill_default(self):
-        return self.default
+        return _as_yaml(self.default)
+
+
+def _as_yaml(value: Any) -> Any:
+    """A default as YAML would read it back (tuples become lists), so a saved tree loads unchanged."""
+    if isinstance(value, (list, tuple)):
+        return [_as_yaml(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _as_yaml(v) for k, v in value.items()}
+    return value
 
 
 @dataclass
@@ -146,6 +197,10 @@ class Section:
 
     def validate(self, value: Any, where: str, problems: List[str]) -> Any:
         if value is None:
+            # ``key: null`` means the same as an absent key, so a saved tree loads back unchanged:
+            # a section that is off when absent (``absent_none``) stays off.
+            if self.absent_none:
+                return None
             value = {}
         if not isinstance(value, dict):
             problems.append(f'{where or "<top>"}: expected a mapping, got {type(value).__name__} '

@@ -7,7 +7,7 @@ The loaded tree is never mutated by the code that builds things from it.
 import copy
 import os
 import re
-from typing import Any, Dict, Iterable, List, Optional
+from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 import yaml
 
@@ -135,11 +135,51 @@ def save_options(opt: Dict[str, Any], path: str) -> None:
     os.replace(tmp, path)
 
 
+def override_keys(sets: Iterable[str] = (), force_yml: Iterable[str] = ()) -> List[Tuple[List[str], str]]:
+    """``[(key path parts, '--set' | '--force_yml')]`` of the command-line overrides."""
+    out = []
+    for texts, sep, source in ((sets, '.', '--set'), (force_yml, ':', '--force_yml')):
+        for text in texts or ():
+            key = text.split('=', 1)[0]
+            out.append(([p for p in key.strip().split(sep) if p], source))
+    return out
+
+
+def source_of(key_path: str, path: str, sets: Iterable[str] = (), force_yml: Iterable[str] = ()) -> str:
+    """Where the value at ``key_path`` came from: ``--set``/``--force_yml`` when an override set
+    that key, a key inside it or the block holding it; else the option file ``path``."""
+    parts = [p for p in key_path.split('.') if p]
+    source = path
+    for over, where in override_keys(sets, force_yml):
+        n = min(len(over), len(parts))
+        if n and over[:n] == parts[:n]:
+            source = where  # the last override of a key wins, as when applying them
+    return source
+
+
+def attribute(err: OptionError, path: str, sets: Iterable[str] = (), force_yml: Iterable[str] = ()) -> OptionError:
+    """``err`` with each problem's source set: ``--set`` for a key given on the command line (a
+    ``--set`` typo is not the option file's), else the option file."""
+    sources = [src if src not in (None, path) else source_of(key, path, sets, force_yml)
+               for src, key in zip(err.sources, err.key_paths())]
+    return OptionError(err.problems, source=path, sources=sources)
+
+
 def load_options(path: str, sets: Iterable[str] = (), force_yml: Iterable[str] = (),
                  schema: Optional[Section] = None) -> Dict[str, Any]:
-    """Read, override and validate an option file. ``schema`` defaults to ckdsr's full schema."""
-    tree = apply_overrides(read_yaml(path), sets, force_yml)
-    if schema is None:
-        from models.option_schema import schema_for  # late import: schema needs the registries filled
-        schema = schema_for(tree, source=path)
-    return validate_tree(tree, schema, source=path)
+    """Read, override and validate an option file. ``schema`` defaults to ckdsr's full schema,
+    followed by the checks across keys of :mod:`models.option_checks`. Problems name ``--set``
+    when the value came from there."""
+    try:
+        tree = apply_overrides(read_yaml(path), sets, force_yml)
+        if schema is not None:
+            return validate_tree(tree, schema, source=path)
+        from models.option_checks import check_options  # late imports: the registries must be filled
+        from models.option_schema import schema_for
+        opt = validate_tree(tree, schema_for(tree, source=path), source=path)
+        problems = check_options(opt)
+        if problems:
+            raise OptionError(problems, source=path)
+        return opt
+    except OptionError as err:
+        raise attribute(err, path, sets, force_yml) from None
