@@ -16,6 +16,8 @@ through unchanged and surface as "unexpected" if wrong):
 - ``rcan_official``: RCAN's release (built on EDSR-PyTorch), ``body.{g}.body.{b}.body.3.conv_du``.
 - ``swinir_official``: SwinIR release files; names equal ours, the derived ``attn_mask`` /
   ``relative_position_index`` buffers are dropped by the modules themselves (``legacy_state_keys``).
+- ``nafnet_official`` / ``restormer_official``: the NAFNet / Restormer releases (``params``); names
+  equal :class:`archs.nafnet.NAFNet` / :class:`archs.restormer.Restormer`'s.
 - ``carn_pytorch``: CARN-pytorch (``sub_mean.shifter``); names equal :class:`archs.carn.CARN_M`'s.
 
 The MeanShift convs of the EDSR-PyTorch / RCAN layouts are not copied: our nets hold the mean as a
@@ -134,6 +136,10 @@ LAYOUTS: Tuple[Layout, ...] = (
            notes=('carn_pytorch: key names equal CARN_M; mean-shift convs loaded as frozen parameters',)),
     Layout('swinir_official', _has(r'^layers\.\d+\.residual_group\.blocks\.\d+\.attn\.'),
            notes=('swinir: stored attn_mask / relative_position_index are recomputed, not loaded',)),
+    Layout('nafnet_official', _has(r'^(encoders|decoders|middle_blks)\.\d+\.\d+\.sca\.1\.weight$'),
+           notes=('nafnet: key names equal the NAFNet release (megvii-research/NAFNet, params)',)),
+    Layout('restormer_official', _has(r'^encoder_level1\.\d+\.attn\.qkv_dwconv\.weight$'),
+           notes=('restormer: key names equal the Restormer release (swz30/Restormer, params)',)),
     Layout('basicsr', lambda keys: True),
 )
 

@@ -9,3 +9,4 @@ from data import paired_dataset  # noqa
 from data import benchmark_dataset  # noqa
 from data import degradations  # noqa
 from data import pcl_samples  # noqa
+from data import restoration_dataset  # noqa

@@ -2,6 +2,7 @@
 from typing import Any, Dict, Tuple
 
 import data  # noqa: F401  (fills DATASET_REGISTRY)
+from data.lmdb_check import LmdbDamagedError
 from models.option_schema import LOADER_FIELDS
 from utils.build import build_from_cfg
 from utils.option_spec import signature_params
@@ -22,12 +23,23 @@ def build_dataset(key: str, cfg: Dict[str, Any], scale: int):
         extra['scale'] = scale
     if 'phase' in params:
         extra['phase'] = phase
-    return build_from_cfg(cfg, DATASET_REGISTRY, skip=tuple(LOADER_FIELDS), **extra)
+    try:
+        return build_from_cfg(cfg, DATASET_REGISTRY, skip=tuple(LOADER_FIELDS), **extra)
+    except LmdbDamagedError as err:  # name the option holding the damaged database: one error: line
+        field = next((k for k, v in cfg.items() if k.startswith('dataroot') and str(v) == err.root), 'io_backend')
+        raise LmdbDamagedError(f'datasets.{key}.{field}: {err}', root=err.root) from None
 
 
 def build_train_loader(cfg: Dict[str, Any], dataset, seed: int, rank: int, world_size: int) -> Tuple[Any, Any]:
-    """``(loader, sampler)`` for the training set."""
+    """``(loader, sampler)`` for the training set (a progressive schedule if ``progressive`` is set)."""
     from data.loader import build_dataloader
+    if cfg.get('progressive'):
+        from data.progressive import build_progressive_loader
+        return build_progressive_loader(
+            dataset, cfg['progressive'], num_worker_per_gpu=cfg.get('num_worker_per_gpu', 0),
+            dataset_enlarge_ratio=cfg.get('dataset_enlarge_ratio', 1), use_shuffle=cfg.get('use_shuffle', True),
+            pin_memory=cfg.get('pin_memory', False), persistent_workers=cfg.get('persistent_workers', False),
+            seed=seed, rank=rank, world_size=world_size)
     return build_dataloader(
         dataset, phase='train', batch_size_per_gpu=cfg.get('batch_size_per_gpu', 1),
         num_worker_per_gpu=cfg.get('num_worker_per_gpu', 0),

@@ -1,0 +1,97 @@
+"""LMDBs of scale-1 restoration pairs (GoPro, deraining) in the format of :mod:`data.lmdb_format`.
+
+``create_restoration_lmdb(root, out_dir, task)`` lists the pairs of a ``gopro`` or ``rain`` folder
+(:mod:`data.restoration_dataset`), optionally cuts aligned sub-images (``crop_size`` / ``step``, as
+BasicSR's ``extract_subimages``; ``crop_size=0`` stores whole images) and writes::
+
+    <out_dir>/blur.lmdb  + <out_dir>/sharp.lmdb      (task gopro; keys <sequence>_<stem>[_s001])
+    <out_dir>/input.lmdb + <out_dir>/target.lmdb     (task rain;  keys <stem>[_s001])
+
+which ``GoProDataset`` / ``DerainDataset`` read with ``dataroot: <out_dir>, io_backend: {type: lmdb}``.
+Both databases are written into ``<out_dir>/.restoration.partial-<pid>/`` and moved into place only
+when complete. The NAFNet / Restormer data scripts crop GoPro into 512 px tiles with step 256 and
+keep Rain13K whole; those are the defaults of tools/create_lmdb.py --task.
+"""
+import os
+import shutil
+from pathlib import Path
+from typing import Iterator, List, Optional, Tuple
+
+import numpy as np
+
+from data.image_io import encode_png, read_image, read_image_size
+from data.lmdb_format import FORMATS, PNG, RAW, MetaEntry
+from data.lmdb_writer import _LmdbSink, _move_into_place, _progress_bar
+from data.restoration_dataset import RESTORATION_LAYOUTS
+from data.subimages import subimage_grid, subimage_name
+from data.transforms import check_pair
+
+
+def _encode(img: np.ndarray, fmt: str, level: int) -> bytes:
+    return np.ascontiguousarray(img).tobytes() if fmt == RAW else encode_png(img, level)
+
+
+def cut_restoration_pair(key: str, lq_path: str, gt_path: str, crop_size: int, step: int,
+                         thresh_size: int) -> Iterator[Tuple[str, np.ndarray, np.ndarray]]:
+    """``(key, lq tile, gt tile)`` for each aligned sub-image (the whole pair when ``crop_size`` is 0)."""
+    lq, gt = read_image(lq_path), read_image(gt_path)
+    check_pair(gt, lq, 1, gt_path, lq_path)
+    if not crop_size:
+        yield key, lq, gt
+        return
+    h, w = gt.shape[:2]
+    if h < crop_size or w < crop_size:
+        raise ValueError(f'{gt_path} ({w}x{h}) is smaller than crop_size {crop_size}; use a smaller --crop-size '
+                         'or 0 (whole images)')
+    for i, (y, x) in enumerate(subimage_grid(h, w, crop_size, step, thresh_size), 1):
+        yield subimage_name(key, i), lq[y:y + crop_size, x:x + crop_size], gt[y:y + crop_size, x:x + crop_size]
+
+
+def create_restoration_lmdb(root: os.PathLike, out_dir: os.PathLike, task: str, *, crop_size: int = 0,
+                            step: Optional[int] = None, thresh_size: int = 0, fmt: str = PNG,
+                            compress_level: int = 1, overwrite: bool = False, map_size: Optional[int] = None,
+                            progress: bool = True) -> Tuple[Path, Path]:
+    """Write the ``(lq, gt)`` LMDBs of the ``task`` ('gopro' | 'rain') pairs under ``root``."""
+    if task not in RESTORATION_LAYOUTS:
+        raise ValueError(f"task must be one of {', '.join(RESTORATION_LAYOUTS)}, got {task!r}")
+    if fmt not in FORMATS:
+        raise ValueError(f'fmt must be one of {FORMATS}, got {fmt!r}')
+    if crop_size < 0 or (step is not None and step < 1):
+        raise ValueError(f'crop_size must be >= 0 and step >= 1, got {crop_size} and {step}')
+    step = step or (crop_size // 2 if crop_size else 1)
+    cls = RESTORATION_LAYOUTS[task]
+    out_dir = Path(out_dir)
+    targets = tuple(out_dir / f'{d}.lmdb' for d in cls.folders)
+    existing = [t for t in targets if t.exists()]
+    if existing and not overwrite:
+        raise FileExistsError(f'{", ".join(map(str, existing))} already exist(s); pass --overwrite to rebuild')
+    root = Path(root)
+    pairs = [(key, str(root / lq), str(root / gt)) for key, lq, gt in cls.list_pairs(root)]
+    if map_size is None:
+        pixels = sum(h * w for w, h in (read_image_size(p[2]) for p in pairs))
+        map_size = int(pixels * 3 * 2.5) + len(pairs) * 16 * 8192 + (32 << 20)  # 2 dbs, overlap <= 4x tiles
+        if crop_size:
+            map_size += int(pixels * 3 * 2 * ((crop_size / step) ** 2))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tmp = out_dir / f'.restoration.partial-{os.getpid()}'
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    sinks: List[_LmdbSink] = []
+    try:
+        sinks = [_LmdbSink(tmp / t.name, map_size) for t in targets]
+        comp = RAW if fmt == RAW else str(compress_level)
+        bar = _progress_bar(len(pairs), f'{task} {fmt}', progress)
+        for key, lq_path, gt_path in pairs:
+            for sub_key, *tiles in cut_restoration_pair(key, lq_path, gt_path, crop_size, step, thresh_size):
+                for sink, tile in zip(sinks, tiles):
+                    sink.put(sub_key, _encode(tile, fmt, compress_level), MetaEntry(sub_key, tuple(tile.shape), comp))
+            bar.update(1)
+        bar.close()
+        for sink in sinks:
+            sink.finish(fmt)
+        _move_into_place(tmp, targets, overwrite)
+    finally:
+        for sink in sinks:
+            sink.close()
+        shutil.rmtree(tmp, ignore_errors=True)
+    return targets  # (lq, gt)
