@@ -6,14 +6,16 @@ and Windows), so a reader sees the old file or the new one, never half of one.
 """
 import os
 import re
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Iterable, List, Optional, Union
 
 import torch
 
 PathLike = Union[str, os.PathLike]
 STATE_SUFFIX = '.state'
 _STATE_NAME = re.compile(r'^(\d+)\.state$')
+_TMP_NAME = re.compile(r'\.tmp-\d+$')  # what an interrupted :func:`save_atomic` leaves behind
 
 
 def state_path(directory: PathLike, current_iter: int) -> Path:
@@ -83,21 +85,59 @@ def is_loadable(path: PathLike) -> bool:
         return False
 
 
+@dataclass
+class StateScan:
+    """What :func:`scan_states` found: the newest loadable state, the newer ones it skipped, and
+    how many ``<iter>.state`` files there are in all."""
+    latest: Optional[Path] = None
+    skipped: List[Path] = field(default_factory=list)
+    count: int = 0
+
+
+def scan_states(directory: PathLike) -> StateScan:
+    """Find the ``<iter>.state`` with the highest ``iter`` that loads.
+
+    Temporary files of interrupted writes and other names are not candidates; empty and
+    unloadable (truncated, corrupt) candidates newer than the chosen one are listed in
+    ``skipped``, newest first (all of them when none loads).
+    """
+    directory = Path(directory)
+    scan = StateScan()
+    if not directory.is_dir():
+        return scan
+    candidates = []
+    for entry in directory.iterdir():
+        m = _STATE_NAME.match(entry.name)
+        if m and entry.is_file():
+            candidates.append((int(m.group(1)), entry))
+    scan.count = len(candidates)
+    for _, path in sorted(candidates, reverse=True):
+        if is_loadable(path):
+            scan.latest = path
+            break
+        scan.skipped.append(path)
+    return scan
+
+
 def find_latest_state(directory: PathLike) -> Optional[Path]:
     """The ``<iter>.state`` file with the highest ``iter`` that loads, or ``None``.
 
     Temporary files of interrupted writes, other names, empty and unloadable (truncated) files
     are skipped.
     """
-    directory = Path(directory)
-    if not directory.is_dir():
-        return None
-    candidates = []
-    for entry in directory.iterdir():
-        m = _STATE_NAME.match(entry.name)
-        if m and entry.is_file():
-            candidates.append((int(m.group(1)), entry))
-    for _, path in sorted(candidates, reverse=True):
-        if is_loadable(path):
-            return path
-    return None
+    return scan_states(directory).latest
+
+
+def remove_stale_temps(directories: Iterable[PathLike]) -> List[Path]:
+    """Delete the ``*.tmp-<pid>`` files interrupted writes left in ``directories`` (not recursive);
+    returns what was removed. Call it only while no other process writes there."""
+    removed = []
+    for d in directories:
+        d = Path(d)
+        if not d.is_dir():
+            continue
+        for entry in sorted(d.iterdir()):
+            if _TMP_NAME.search(entry.name) and entry.is_file():
+                entry.unlink(missing_ok=True)
+                removed.append(entry)
+    return removed

@@ -1,16 +1,69 @@
 """Distributed helpers that degrade to single-process no-ops when no process group exists.
 
 Launch with ``torchrun --nproc_per_node=N tools/train.py ... --launcher pytorch``; torchrun sets
-``LOCAL_RANK``, ``RANK``, ``WORLD_SIZE``, ``MASTER_ADDR`` and ``MASTER_PORT``.
+``LOCAL_RANK``, ``RANK``, ``WORLD_SIZE``, ``MASTER_ADDR`` and ``MASTER_PORT``. Under SLURM,
+``srun tools/train.py ... --launcher slurm`` derives the same variables from SLURM's (as BasicSR's
+``init_dist`` does for its slurm launcher).
 """
 import functools
 import os
+import re
+import subprocess
 from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
 import torch
 import torch.distributed as dist
 
 _ENV_KEYS = ('LOCAL_RANK', 'RANK', 'WORLD_SIZE', 'MASTER_ADDR', 'MASTER_PORT')
+_SLURM_KEYS = ('SLURM_PROCID', 'SLURM_NTASKS', 'SLURM_NODELIST')
+DEFAULT_MASTER_PORT = 29500  # torchrun's and BasicSR's default
+
+
+def first_slurm_host(nodelist: str) -> str:
+    """The first host of a SLURM node list (``gpu[03-05,9],cpu1`` -> ``gpu03``), keeping zero padding."""
+    m = re.match(r'([^,\[]+)(?:\[([^\]]+)\])?', nodelist.strip())
+    if not m or not m.group(1):
+        raise ValueError(f'SLURM_NODELIST {nodelist!r}: cannot read a host name from it')
+    prefix, ranges = m.group(1), m.group(2)
+    if ranges is None:
+        return prefix
+    return prefix + ranges.split(',')[0].split('-')[0]
+
+
+def _scontrol_first_host(nodelist: str) -> Optional[str]:
+    """``scontrol show hostnames <nodelist>``'s first line, or None where scontrol is unavailable."""
+    try:
+        out = subprocess.run(['scontrol', 'show', 'hostnames', nodelist], capture_output=True, text=True,
+                             timeout=30, check=True).stdout.split()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out[0] if out else None
+
+
+def slurm_env(environ: Dict[str, str], n_gpu: int = 0, resolve_host: Callable[[str], Optional[str]] = None
+              ) -> Dict[str, str]:
+    """torchrun-style variables from a SLURM task's environment.
+
+    ``RANK`` = ``SLURM_PROCID``, ``WORLD_SIZE`` = ``SLURM_NTASKS``, ``LOCAL_RANK`` = ``SLURM_LOCALID``
+    (else the rank modulo ``n_gpu``), ``MASTER_ADDR`` = the first host of ``SLURM_NODELIST`` (by
+    ``resolve_host``, default ``scontrol show hostnames``, else parsed here), ``MASTER_PORT`` = the
+    environment's, else 29500. ``MASTER_ADDR``/``MASTER_PORT`` already set are kept.
+    """
+    missing = [k for k in _SLURM_KEYS if not environ.get(k)]
+    if missing:
+        raise RuntimeError(f"launcher 'slurm' needs {', '.join(missing)} in the environment "
+                           '(start the run with srun)')
+    rank, world = int(environ['SLURM_PROCID']), int(environ['SLURM_NTASKS'])
+    if 'SLURM_LOCALID' in environ:
+        local = int(environ['SLURM_LOCALID'])
+    else:
+        local = rank % n_gpu if n_gpu else 0
+    addr = environ.get('MASTER_ADDR')
+    if not addr:
+        nodes = environ['SLURM_NODELIST']
+        addr = (resolve_host or _scontrol_first_host)(nodes) or first_slurm_host(nodes)
+    return {'RANK': str(rank), 'WORLD_SIZE': str(world), 'LOCAL_RANK': str(local), 'MASTER_ADDR': addr,
+            'MASTER_PORT': str(environ.get('MASTER_PORT') or DEFAULT_MASTER_PORT)}
 
 
 def is_dist() -> bool:
@@ -19,16 +72,20 @@ def is_dist() -> bool:
 
 
 def init_dist(launcher: str = 'pytorch', backend: Optional[str] = None) -> Tuple[int, int]:
-    """Join the process group described by torchrun's environment; returns ``(rank, world_size)``.
+    """Join the process group described by torchrun's (``launcher='pytorch'``) or SLURM's
+    (``launcher='slurm'``, see :func:`slurm_env`) environment; returns ``(rank, world_size)``.
 
     ``backend`` defaults to ``nccl`` when CUDA is available, else ``gloo``. With CUDA, this
     process's device is set to ``cuda:LOCAL_RANK`` (gloo runs with more processes than GPUs
     leave it unset). A second call is a no-op.
     """
-    if launcher != 'pytorch':
-        raise ValueError(f"--launcher {launcher!r} is not supported (only 'pytorch', i.e. torchrun)")
+    if launcher not in ('pytorch', 'slurm'):
+        raise ValueError(f"--launcher {launcher!r} is not supported ('pytorch' for torchrun, 'slurm' for srun)")
     if is_dist():
         return get_dist_info()
+    if launcher == 'slurm':
+        n_gpu = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        os.environ.update(slurm_env(os.environ, n_gpu))
     missing = [k for k in _ENV_KEYS if k not in os.environ]
     if missing:
         raise RuntimeError(f"launcher 'pytorch' needs {', '.join(missing)} in the environment "
