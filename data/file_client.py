@@ -3,8 +3,10 @@
 ``io_backend: {type: disk | lmdb | memory, ...}`` in an option file picks one per data root:
 
 - ``disk``: a folder of image files; keys are file names relative to the folder.
-- ``lmdb``: a ``.lmdb`` folder (see :mod:`data.lmdb_format`), PNG or raw values; opened lazily
-  in each process (so forked DataLoader workers get their own handle), read-only, ``lock=False``.
+- ``lmdb``: a ``.lmdb`` folder (see :mod:`data.lmdb_format`), PNG or raw values; checked for
+  damage at construction (:mod:`data.lmdb_check`: truncated ``data.mdb``, listed keys missing),
+  then opened lazily in each process (so forked DataLoader workers get their own handle),
+  read-only, ``lock=False``.
 - ``memory``: a folder or an LMDB decoded to uint8 once, at construction (forked workers
   share the pages copy-on-write).
 
@@ -18,6 +20,7 @@ from typing import Any, Dict, List, Mapping, Tuple
 import numpy as np
 
 from data.image_io import decode_image, is_image_file, read_image
+from data.lmdb_check import LmdbDamagedError, check_lmdb
 from data.lmdb_format import FORMAT_KEY, RAW, RAW_MARKER, read_meta_info
 from utils.registry import Registry
 from utils.suggest import did_you_mean
@@ -104,8 +107,36 @@ class LmdbBackend(StorageBackend):
             raise FileNotFoundError(f'not an LMDB folder (no data.mdb): {self.root}')
         self.readahead = readahead
         self.meta = read_meta_info(self.root)
-        self._env = None
+        self._env = None  # this backend's handle: opened at the first read, in each process
         self._pid = None
+        self._check()
+
+    def _check(self) -> None:
+        """Fail now, with one line, on a truncated ``data.mdb`` or a listed key the database lacks
+        (:mod:`data.lmdb_check`); nothing but LMDB's meta page and B-tree is read.
+
+        The check uses the process's open handle if there is one, else a handle of its own that it
+        closes again: py-lmdb refuses to open an environment that is already open in the process,
+        and a forked DataLoader worker inherits the parent's list of open environments, so a
+        handle left open here would make every worker's first read fail.
+        """
+        import lmdb
+
+        env = _OPEN_ENVS.get((os.getpid(), os.path.realpath(self.root)))
+        own = env is None
+        if own:
+            try:
+                env = lmdb.open(self.root, readonly=True, lock=False, readahead=False, meminit=False)
+            except lmdb.Error as err:
+                size = os.path.getsize(os.path.join(self.root, 'data.mdb'))
+                raise LmdbDamagedError(f'LMDB {self.root} is damaged: data.mdb ({size} bytes) cannot be opened '
+                                       f'({type(err).__name__}: {str(err).split(": ", 1)[-1]})',
+                                       self.root) from None
+        try:
+            check_lmdb(env, self.root, self.meta)
+        finally:
+            if own:
+                env.close()
 
     def keys(self) -> List[str]:
         return list(self.meta)

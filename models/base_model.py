@@ -14,12 +14,16 @@ from torch import nn
 from models.ema import ModelEMA
 from models.network_io import build_network, load_weights, to_device, unwrap
 from models.optimizers import build_optimizer
+from models.replica_sync import sync_replicas
 from models.schedulers import build_scheduler
 from utils.dist import all_reduce_mean
 
 logger = logging.getLogger('ckdsr')
 
 AMP_DTYPES = {'bf16': torch.bfloat16, 'fp16': torch.float16}
+#: device types where ``train.channels_last`` takes effect (on the CPU it is slower, so runs stay
+#: NCHW there; tests/test_amp_channels_last.py adds 'cpu' to exercise the memory format without a GPU)
+CHANNELS_LAST_DEVICES = ('cuda',)
 
 
 class NonFiniteLossError(RuntimeError):
@@ -54,7 +58,7 @@ class BaseModel:
         self.scale = opt['scale']
         train_opt = opt.get('train') or {}
         self.is_train = is_train and bool(train_opt)
-        self.channels_last = bool(train_opt.get('channels_last')) and self.device.type == 'cuda'
+        self.channels_last = bool(train_opt.get('channels_last')) and self.device.type in CHANNELS_LAST_DEVICES
         self.amp_dtype = AMP_DTYPES.get(train_opt.get('amp')) if self.is_train else None
 
         path = opt.get('path') or {}
@@ -85,6 +89,11 @@ class BaseModel:
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=train_opt.get('amp') == 'fp16')
         self.grad_clip = train_opt.get('grad_clip')
         self.max_bad_steps = train_opt.get('max_bad_steps', 5)
+        # every copy made above (EMA, history model, component nets) still holds this rank's own
+        # random init: make them all rank 0's before DDP wraps the net (issue 16, point 4); a
+        # collective, like the DDP wrap, so only where the net will be wrapped
+        if self.world_size > 1:
+            sync_replicas(self)
         self.net_g = self.wrap_for_training(self.net_g, train_opt)
 
     def wrap_for_training(self, net: nn.Module, train_opt: Dict[str, Any]) -> nn.Module:

@@ -1,6 +1,9 @@
 """tools/create_lmdb.py + data.lmdb_writer: bit-exact round trips, BasicSR compatibility, safety."""
 import importlib.util
+import mmap
+import os
 import re
+import signal
 import shutil
 from pathlib import Path
 
@@ -344,3 +347,143 @@ def test_cli_several_scales(tmp_path, t91_three, capsys):
     for key in (list(expected)[0], list(expected)[-1]):
         for a, b in zip(got[key], expected[key]):
             np.testing.assert_array_equal(a, b)
+
+
+# ---------------------------------------------------------------------------- damage found at open
+# (issue 16, point 9: a truncated data.mdb was a SIGBUS, a missing key a crash mid-run)
+
+@pytest.fixture
+def small_raw_db(tmp_path):
+    """A raw HR sub-image LMDB of 24 values of 32x32x3 (3 KB each: ~24 data pages), no shared data."""
+    from tests.helpers.tiny_run import make_image_folder
+    make_image_folder(tmp_path / 'src', 6, size=64, seed=3)
+    hr_db, _ = create_paired_lmdb(tmp_path / 'src' / 'HR', tmp_path, 2, crop_size=32, step=32, fmt='raw',
+                                  prefix='dmg', progress=False)
+    return hr_db
+
+
+def _copy_db(src: Path, dst: Path) -> Path:
+    shutil.copytree(src, dst)
+    (dst / 'lock.mdb').unlink(missing_ok=True)
+    return dst
+
+
+_READ_ALL = ('import sys, lmdb\n'
+             'env = lmdb.open(sys.argv[1], readonly=True, lock=False)\n'
+             'with env.begin(buffers=True) as txn:\n'
+             '    print(sum(bytes(v)[-1] for _, v in txn.cursor()))\n')
+
+_OPEN_BACKEND = ('import sys\n'
+                 'from data.file_client import LmdbBackend\n'
+                 'b = LmdbBackend(sys.argv[1])\n'
+                 'print(b.get(b.keys()[-1]).sum())\n')
+
+
+def test_truncated_data_mdb_fails_at_open_instead_of_sigbus(tmp_path, small_raw_db):
+    import subprocess
+    import sys
+
+    from data.file_client import MemoryBackend
+    from data.lmdb_check import LmdbDamagedError
+    full = (small_raw_db / 'data.mdb').stat().st_size
+    assert len(LmdbBackend(str(small_raw_db)).keys()) == 24  # the intact database opens
+    bad = _copy_db(small_raw_db, tmp_path / 'cut.lmdb')
+    os.truncate(bad / 'data.mdb', full // 2)
+    # the hazard is real: reading the truncated database without the check dies of SIGBUS
+    raw = subprocess.run([sys.executable, '-c', _READ_ALL, str(bad)], capture_output=True, text=True, timeout=120)
+    assert raw.returncode == -signal.SIGBUS
+    # the backend stops before reading a page: an exception with one line, in this process too
+    proc = subprocess.run([sys.executable, '-c', _OPEN_BACKEND, str(bad)], cwd=REPO, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 1, proc.stderr[-1000:]
+    last = proc.stderr.strip().splitlines()[-1]
+    psize = mmap.PAGESIZE  # LMDB's page size is the OS page size
+    assert last == (f'data.lmdb_check.LmdbDamagedError: LMDB {bad} is damaged: data.mdb has {full // 2} bytes but '
+                    f'the environment records {full // psize} pages of {psize} bytes = {full} bytes (truncated copy?); '
+                    'copy or rebuild the database')
+    for backend in (LmdbBackend, MemoryBackend):
+        with pytest.raises(LmdbDamagedError, match=rf'^LMDB {re.escape(str(bad))} is damaged: data.mdb has'):
+            backend(str(bad))
+    # one page short is enough; a file cut inside LMDB's two meta pages does not even open
+    short = _copy_db(small_raw_db, tmp_path / 'short.lmdb')
+    os.truncate(short / 'data.mdb', full - psize)
+    with pytest.raises(LmdbDamagedError, match=rf'has {full - psize} bytes .* = {full} bytes'):
+        LmdbBackend(str(short))
+    stub = _copy_db(small_raw_db, tmp_path / 'stub.lmdb')
+    os.truncate(stub / 'data.mdb', 100)
+    with pytest.raises(LmdbDamagedError,
+                       match=r'data.mdb \(100 bytes\) cannot be opened \(InvalidError: .*not an LMDB'):
+        LmdbBackend(str(stub))
+
+
+def test_key_listed_but_missing_fails_at_open_naming_the_first(tmp_path, small_raw_db):
+    import lmdb
+
+    from data.lmdb_check import LmdbDamagedError
+    bad = _copy_db(small_raw_db, tmp_path / 'holes.lmdb')
+    keys = list(read_meta_info(bad))
+    env = lmdb.open(str(bad), map_size=1 << 24)
+    with env.begin(write=True) as txn:  # two listed keys gone
+        assert txn.delete(keys[5].encode()) and txn.delete(keys[9].encode())
+    env.close()
+    with pytest.raises(LmdbDamagedError) as err:
+        LmdbBackend(str(bad))
+    assert str(err.value) == (f"LMDB {bad} is damaged: key '{keys[5]}' (entry 6 of meta_info.txt) is missing from the "
+                              'database (2 of 24 listed keys missing); rebuild it or use the meta_info.txt '
+                              'written with it')
+    # a raw value of the wrong size is found at open too, not at the first read
+    short = _copy_db(small_raw_db, tmp_path / 'short_value.lmdb')
+    env = lmdb.open(str(short), map_size=1 << 24)
+    with env.begin(write=True) as txn:
+        txn.put(keys[3].encode(), b'\0' * 100)
+    env.close()
+    with pytest.raises(LmdbDamagedError, match=rf"key '{keys[3]}' \(entry 4 of meta_info.txt\) has a raw value of "
+                                               r'100 bytes, meta_info says \(32,32,3\) = 3072'):
+        LmdbBackend(str(short))
+
+
+def test_damaged_database_stops_training_before_the_first_step(tmp_path, small_raw_db):
+    """The check runs when the training set is built: one error: line naming the option key and the
+    database, exit 2, before iteration 1."""
+    import subprocess
+    import sys
+
+    from tests.helpers.tiny_run import tiny_sr_options, write_options
+    bad = _copy_db(small_raw_db, tmp_path / 'train_HR.lmdb')
+    os.truncate(bad / 'data.mdb', (bad / 'data.mdb').stat().st_size // 2)
+    opt = tiny_sr_options(tmp_path)
+    opt['datasets']['train'].update(dataroot_gt=str(bad), io_backend={'type': 'lmdb'})
+    proc = subprocess.run([sys.executable, str(REPO / 'tools' / 'train.py'), '-opt',
+                           str(write_options(opt, tmp_path / 'o.yml'))], cwd=REPO, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 2, proc.stderr[-2000:]  # not 135 / -7 (SIGBUS), not a traceback
+    assert 'Traceback' not in proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith('error:')]
+    assert len(errors) == 1 and errors[0].startswith(
+        f'error: {tmp_path / "o.yml"}: datasets.train.dataroot_gt: LMDB {bad} is damaged: data.mdb has '), errors
+    log = tmp_path / 'experiments' / 'tiny' / 'train.log'
+    assert not log.exists() or 'iter:' not in log.read_text()
+
+
+class _KeySums:
+    """A dataset over an LmdbBackend (module level: picklable for spawned workers too)."""
+
+    def __init__(self, backend):
+        self.backend = backend
+
+    def __len__(self):
+        return len(self.backend.keys())
+
+    def __getitem__(self, i):
+        return int(self.backend.get(self.backend.keys()[i]).astype(np.int64).sum())
+
+
+def test_the_open_check_leaves_no_handle_for_dataloader_workers_to_trip_on(small_raw_db):
+    """py-lmdb refuses a second open of an environment in one process, and forked workers inherit
+    the parent's open environments: the check at construction must close what it opened."""
+    import torch
+    backend = LmdbBackend(str(small_raw_db))  # checked (env opened and closed) in this process
+    loader = torch.utils.data.DataLoader(_KeySums(backend), batch_size=5, num_workers=2,
+                                         multiprocessing_context='fork' if os.name == 'posix' else None)
+    got = [int(v) for batch in loader for v in batch]  # was: lmdb.Error '... is already open in this process'
+    assert got == [int(backend.get(k).astype(np.int64).sum()) for k in backend.keys()]

@@ -1,24 +1,14 @@
 """utils.dist: single-process fallbacks, and two real gloo processes on 127.0.0.1."""
 import os
-import socket
 
 import pytest
 import torch
-import torch.multiprocessing as mp
 
+from tests.helpers.gloo import run_env_gloo
 from utils import dist as D
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
-
-
-def _worker(rank: int, world_size: int, port: int, out_dir: str) -> None:
-    os.environ.update({'MASTER_ADDR': '127.0.0.1', 'MASTER_PORT': str(port), 'RANK': str(rank),
-                       'LOCAL_RANK': str(rank), 'WORLD_SIZE': str(world_size),
-                       'GLOO_SOCKET_IFNAME': os.environ.get('GLOO_SOCKET_IFNAME', 'lo')})
+def _worker(rank: int, world_size: int, out_dir: str) -> None:
     assert D.init_dist('pytorch', backend='gloo') == (rank, world_size)
     assert D.init_dist('pytorch', backend='gloo') == (rank, world_size)   # idempotent
     losses = {'l_pix': torch.tensor(1.0 + rank), 'l_vec': torch.tensor([rank, 10.0 * rank]),
@@ -39,12 +29,9 @@ def _worker(rank: int, world_size: int, port: int, out_dir: str) -> None:
 
 
 def test_two_gloo_processes(tmp_path):
-    # fork spares the children a torch import (seconds on a busy 2-core machine); with a GPU
-    # present, children that touch CUDA after a fork can fail, so spawn there
-    fork_ok = 'fork' in mp.get_all_start_methods() and not torch.cuda.is_available()
-    method = 'fork' if fork_ok else 'spawn'
-    mp.start_processes(_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True,
-                       start_method=method)
+    # the workers get torchrun's environment; the store is hosted here on a port it bound itself
+    # (no free-port race, see tests/helpers/gloo.py)
+    run_env_gloo(_worker, str(tmp_path))
     results = [torch.load(tmp_path / f'{r}.pt', weights_only=False) for r in range(2)]
     for rank, res in enumerate(results):
         assert res['info'] == (rank, 2)
@@ -77,8 +64,8 @@ def test_single_process_fallbacks():
 
 
 def test_init_dist_errors(monkeypatch):
-    with pytest.raises(ValueError, match="launcher 'slurm' is not supported"):
-        D.init_dist('slurm')
+    with pytest.raises(ValueError, match="launcher 'mpi' is not supported"):
+        D.init_dist('mpi')
     for key in ('LOCAL_RANK', 'RANK', 'WORLD_SIZE', 'MASTER_ADDR', 'MASTER_PORT'):
         monkeypatch.delenv(key, raising=False)
     with pytest.raises(RuntimeError, match='needs LOCAL_RANK, RANK, WORLD_SIZE.*torchrun'):
