@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY      = $(VENV)/bin/python
 TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: test test-slow demo venv clean
+.PHONY: test test-slow demo venv clean gpu-check
 
 $(VENV)/.installed: setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -27,6 +27,11 @@ test-slow: $(VENV)/.installed
 
 demo: $(VENV)/.installed
 	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(PY) tools/demo.py
+
+# The CUDA path in one run (about 5 minutes on one GPU; NCCL step too when two GPUs are visible):
+# every method at paper shapes in fp32 and bf16 + channels_last -> benchmarks/results/gpu_check.{json,md}
+gpu-check: $(VENV)/.installed
+	$(PY) benchmarks/gpu_check.py --device cuda
 
 clean:
 	rm -rf $(VENV) *.egg-info

@@ -25,7 +25,14 @@ setup(
     extras_require={
         # scikit-image: independent PSNR/SSIM oracle in tests and the demo's bundled photos;
         # matplotlib: the demo's curves and crops pictures; pytest-xdist: two single-thread test
-        # workers (make test), which keep the suite fast on a 2-core machine
-        'dev': ['pytest', 'pytest-xdist', 'scikit-image', 'matplotlib'],
+        # workers (make test), which keep the suite fast on a 2-core machine; onnx + onnxruntime:
+        # tools/export.py --format onnx and its check against onnxruntime (onnxscript: torch.onnx's
+        # dynamo exporter needs it; the TorchScript exporter that tools/export.py uses does not);
+        # spandrel (chaiNNer/ComfyUI's loader): only tests/test_export_spandrel.py, which checks that
+        # the official-layout export loads there, detected with the right arch and scale;
+        # wandb: logger.wandb is optional at run time (imported only when logger.wandb.project is
+        # set), but tests/test_wandb_logger.py runs the real package in offline mode
+        'dev': ['pytest', 'pytest-xdist', 'scikit-image', 'matplotlib', 'onnx', 'onnxruntime', 'onnxscript',
+                'spandrel', 'wandb'],
     },
 )

@@ -43,7 +43,7 @@ from typing import Any, Dict, List, Optional  # noqa: E402
 import torch  # noqa: E402
 
 from benchmarks.lib import methods as M  # noqa: E402
-from benchmarks.lib import fixes, report  # noqa: E402
+from benchmarks.lib import report  # noqa: E402
 from benchmarks.lib.instrument import (build_essential_parts, instrumented_step, median_breakdown,  # noqa: E402
                                        record_step, summarize_calls)
 from benchmarks.lib.timing import (PeakMemory, clock, clock_kind, machine_info, measure_peak,  # noqa: E402
@@ -74,8 +74,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument('--cpu-clock', choices=['process', 'wall'], default='process',
                    help='CPU timings: process CPU time (default; robust to other processes on a shared machine) '
                         'or wall time')
-    p.add_argument('--try-fixes', default='', help='comma list of proposed core fixes to apply in-process '
-                   '(monkeypatched, benchmarks/lib/fixes.py): taps, ema')
     p.add_argument('--profile', type=int, default=0, metavar='N',
                    help='after the measurements, run N steps under torch.profiler and print the top operators')
     p.add_argument('--no-scratch', action='store_true', help='skip the scratch baseline')
@@ -164,8 +162,6 @@ def run_one(label: str, method: Optional[str], option: Path, args) -> Dict[str, 
         torch.set_num_threads(args.threads)
     set_cpu_clock(args.cpu_clock)
     torch.manual_seed(args.seed)
-    import models  # noqa: F401  (every module that may hold a patched function is imported first)
-    applied = fixes.apply([f for f in args.try_fixes.split(',') if f])
     tree = M.load_option_file(option)
     scale = tree.get('scale', 4)
     batch_size, lr_patch = M.batch_settings(tree, args.preset, args.batch, args.lr_patch)
@@ -181,7 +177,7 @@ def run_one(label: str, method: Optional[str], option: Path, args) -> Dict[str, 
         'device': device.type, 'amp': args.amp, 'channels_last': bool(args.channels_last),
         'compile': bool(args.compile), 'batch': batch_size, 'lr_patch': lr_patch, 'scale': scale,
         'steps': args.steps, 'warmup': args.warmup, 'machine': machine_info(device), 'notes': notes,
-        'clock': clock_kind(device), 'fixes': applied,
+        'clock': clock_kind(device),
         'nets': {k: tree[k] for k in ('network_g', 'network_t') if tree.get(k)},
     }
     dtypes = [torch.float32] + ([torch.bfloat16 if args.amp == 'bf16' else torch.float16] if args.amp else [])

@@ -34,6 +34,7 @@ def _check_record(r):
     assert {'student fwd', 'backward', 'optimizer'} <= cats
     assert r['memory']['peak_mb'] > 0
     assert any(c['net'] == 'student' and c['grad'] for c in r['network_calls'])
+    assert 'fixes' not in r  # the in-process "proposed fixes" are in the core now (issue 19.7)
 
 
 def test_train_step_scratch_and_logits(tmp_path):
@@ -54,6 +55,13 @@ def test_train_step_scratch_and_logits(tmp_path):
     assert len(rows) == 2 + 2  # header, alignment, one row per run
     assert all(row.count('|') == rows[0].count('|') for row in rows)
     assert '| logits |' in summary and '| scratch |' in summary
+
+
+def test_try_fixes_flag_is_gone(capsys):
+    """--try-fixes and benchmarks/lib/fixes.py were removed once both fixes went into the core."""
+    with pytest.raises(SystemExit):
+        train_tool.parse_args(['--method', 'logits', '--try-fixes', 'taps,ema'])
+    assert 'unrecognized arguments: --try-fixes' in capsys.readouterr().err
 
 
 def test_train_step_flops_only(tmp_path):

@@ -48,8 +48,7 @@ def append_json(path: Path, record: Dict[str, Any]) -> None:
 # ----------------------------------------------------------------------------- selecting rows
 def _key(r: Dict[str, Any]) -> Tuple:
     return (r.get('label'), r.get('option'), r.get('preset'), r.get('device'), r.get('amp'),
-            bool(r.get('channels_last')), bool(r.get('compile')), r.get('batch'), r.get('lr_patch'),
-            tuple(r.get('fixes') or ()))
+            bool(r.get('channels_last')), bool(r.get('compile')), r.get('batch'), r.get('lr_patch'))
 
 
 def latest(records: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
@@ -67,16 +66,16 @@ METHOD_ORDER = ('scratch', 'logits', 'fakd', 'csd', 'facd', 'pcl', 'dckd')
 
 
 def _order(r: Dict[str, Any]) -> Tuple:
-    """Table order: device, preset, flags, fixes, then the method order, then the label."""
+    """Table order: device, preset, flags, then the method order, then the label."""
     m = r.get('method')
     return (r.get('device') or '', r.get('preset') or '', r.get('amp') or '', bool(r.get('channels_last')),
-            bool(r.get('compile')), tuple(r.get('fixes') or ()), bool(r.get('flops_only')),
+            bool(r.get('compile')), bool(r.get('flops_only')),
             METHOD_ORDER.index(m) if m in METHOD_ORDER else len(METHOD_ORDER), r.get('label') or '')
 
 
 def _flags(r: Dict[str, Any]) -> str:
     f = [r['device']] + ([r['amp']] if r.get('amp') else []) + (['CL'] if r.get('channels_last') else []) \
-        + (['compile'] if r.get('compile') else []) + ([f"fixes: {','.join(r['fixes'])}"] if r.get('fixes') else [])
+        + (['compile'] if r.get('compile') else [])
     return ' '.join(f)
 
 

@@ -187,7 +187,7 @@ class PCLComponent(Component):
             raise ValueError(f'distill.pcl.taps: {self.taps} must be block indices in 0..{n_blocks - 1}')
         load_weights(net, cfg.get('pretrain_network_d'), cfg.get('param_key_d', 'auto'),
                      cfg.get('strict_load_d', True), 'distill.pcl.pretrain_network_d')
-        self.net_d = to_device(net, self.device)
+        self.net_d = to_device(net, self.device, model.channels_last)  # the memory format of its inputs
         self.net_d.requires_grad_(False)  # frozen except inside the discriminator step
 
         # ---- its optimizer and schedule (BasicSR-style blocks, defaulting to the SR net's)
