@@ -1,10 +1,12 @@
 """Negatives from the global batch (issue 17, point 8): 2 gloo processes == 1 process on the same batch.
 
 CSD draws its ``num`` negatives from the global batch and FACD contrasts each image with the other
-images of the global batch, so a 2-process run with 2 images per rank must give the losses and the
-(DDP-averaged) gradients of one process with the 4 images. Each test checks the 2-process run
-against a 1-process run built from the same options and seed, and that the per-rank (local) reading
-would have given a different value (so the comparison can fail).
+images of the global batch; the CSD / DCKD contrastive ratio takes its means over the global batch
+(ContrastiveRatioLoss ``reduce: global``: per-layer sums and counts all-reduced). So a 2-process run
+with 2 images per rank must give the losses and the (DDP-averaged) gradients of one process with the
+4 images. Each test checks the 2-process run against a 1-process run built from the same options and
+seed, and that the per-rank (local) reading would have given a different value (so the comparison
+can fail). The loss-level tests of the reduction: ``tests/test_contrastive_ratio_global.py``.
 """
 import copy
 from pathlib import Path
@@ -19,6 +21,7 @@ from models import build_model
 from models.network_io import unwrap
 from tests.helpers.gloo import run_gloo
 from tests.helpers.kd import tiny_kd_options
+from tests.helpers.standins import write_vqgan
 from tests.helpers.tiny_run import tiny_sr_options, write_options
 from utils.dist_gather import gather_batch, gather_signal
 from utils.options import load_options
@@ -165,28 +168,33 @@ def test_facd_two_processes_equal_one_process_on_the_global_batch(tmp_path):
 CSD_LAYERS, CSD_WEIGHTS, CSD_NUM = ['relu1_1', 'relu2_1'], [0.25, 1.0], 3
 
 
-def csd_options(tmp):
+def csd_options(tmp, route='reduce'):
+    """``route``: 'reduce' (the option files: per-rank signals, reduce: global) or 'gather' (the
+    gathered batch, reduce: local: every rank holds the whole batch's embeddings)."""
     opt = tiny_sr_options(tmp)
     opt['model_type'] = 'CSDModel'
     opt['network_g'] = {'type': 'SlimmableEDSR', 'num_feat': 16, 'num_block': 2, 'res_scale': 0.1}
     opt['train'].pop('pixel_opt')
     opt['train']['losses'] = [
         {'type': 'L1Loss', 'weight': 255.0, 'name': 'l_pix'},
-        {'type': 'ContrastiveRatioLoss', 'weight': 200.0, 'name': 'l_con', 'weights': CSD_WEIGHTS,
-         'inputs': {'anchor': 'emb_sr_global', 'positive': 'emb_teacher_sr_global'}},
+        {'type': 'ContrastiveRatioLoss', 'weight': 200.0, 'name': 'l_con', 'weights': CSD_WEIGHTS},
         {'type': 'L1Loss', 'weight': 255.0, 'name': 'l_teacher', 'inputs': {'pred': 'teacher_sr'}},
     ]
     opt['distill'] = {
         'csd': {'variant': 'paper', 'student_width': 0.25, 'init_from': 'scratch'},
         'negatives': {'source': 'bicubic', 'num': CSD_NUM},  # 3 > the 2 images of one rank
         'embedding': {'type': 'VGG19Features', 'layers': CSD_LAYERS, 'allow_random': True},
-        'gather': {'signals': ['emb_sr', 'emb_teacher_sr']},
     }
+    if route == 'gather':
+        opt['train']['losses'][1].update(reduce='local', inputs={'anchor': 'emb_sr_global',
+                                                                 'positive': 'emb_teacher_sr_global'})
+        opt['distill']['gather'] = {'signals': ['emb_sr', 'emb_teacher_sr']}
     return opt
 
 
-def test_csd_two_processes_equal_one_process_on_the_global_batch(tmp_path):
-    opt = csd_options(tmp_path)
+@pytest.mark.parametrize('route', ['reduce', 'gather'])
+def test_csd_two_processes_equal_one_process_on_the_global_batch(tmp_path, route):
+    opt = csd_options(tmp_path, route)
     g = torch.Generator().manual_seed(5)
     batch = {'lq': torch.rand(WORLD * B_LOCAL, 3, 8, 8, generator=g),
              'gt': torch.rand(WORLD * B_LOCAL, 3, 16, 16, generator=g)}
@@ -206,10 +214,10 @@ def test_csd_two_processes_equal_one_process_on_the_global_batch(tmp_path):
         assert sum(r['losses'][name] for r in ranks) / WORLD == pytest.approx(ref_losses[name], rel=1e-5)
     _assert_same_gradients(ranks, ref_grads)
 
-    # rank 0's 2 anchors with the same negatives differ beyond the tolerance used above (a ratio of
-    # batch means is not a mean of ratios) ...
+    # rank 0's 2 anchors with the same negatives (reduce: local on per-rank signals) differ beyond the
+    # tolerance used above (a ratio of batch means is not a mean of ratios) ...
     a, p, n = (ref_values[k] for k in ('emb_sr', 'emb_teacher_sr', 'emb_negatives'))
-    con = ContrastiveRatioLoss(CSD_WEIGHTS)
+    con = ContrastiveRatioLoss(CSD_WEIGHTS, reduce='local')
     local = con([x[:B_LOCAL] for x in a], [x[:B_LOCAL] for x in p], n)
     assert 200 * local.item() != pytest.approx(ref_losses['l_con'], rel=1e-4)
     # ... and the former per-rank draw, min(3, 2) = 2 negatives from rank 0's own images, by far
@@ -221,12 +229,55 @@ def test_csd_two_processes_equal_one_process_on_the_global_batch(tmp_path):
 
 
 def test_csd_several_processes_refuse_a_per_rank_contrastive_ratio(tmp_path):
-    opt = csd_options(tmp_path)
-    opt['train']['losses'][1].pop('inputs')  # defaults: anchor emb_sr, positive emb_teacher_sr (this rank's)
-    model = build_model(load_options(str(write_options(opt, tmp_path / 'local.yml'))))
+    opt = csd_options(tmp_path)  # defaults: anchor emb_sr, positive emb_teacher_sr (this rank's)
+    model = build_model(load_options(str(write_options(opt, tmp_path / 'global.yml'))))
     model.world_size = 2  # the check only (no process group here)
+    negatives = next(c for c in model.components if c.name == 'negatives')
+    negatives.before_step(model, 1)  # reduce: global sums over the ranks: accepted
+    opt['train']['losses'][1]['reduce'] = 'local'  # this rank's means only
+    model = build_model(load_options(str(write_options(opt, tmp_path / 'local.yml'))))
+    model.world_size = 2
     negatives = next(c for c in model.components if c.name == 'negatives')
     with pytest.raises(ValueError, match=r"train.losses.1.inputs.anchor \(l_con\): reads 'emb_sr', this rank's "
                                          r"images only, with 2 processes; CSD's contrastive ratio .* read "
-                                         r"'emb_sr_global' and list 'emb_sr' in distill.gather.signals"):
+                                         r"'emb_sr_global' and list 'emb_sr' in distill.gather.signals, or set "
+                                         r"reduce: global"):
         negatives.before_step(model, 1)
+
+
+# ---- DCKD: per-sample negatives from the history model, contrastive ratio over the global batch
+DCKD_VQGAN = {'type': 'VQGANEncoder', 'ch': 32, 'ch_mult': [1, 1], 'z_channels': 32, 'embed_dim': 32,
+              'n_embed': 16, 'return_z': True, 'taps': [0, 1]}
+DCKD_WEIGHTS = [0.5, 1.0]
+
+
+def dckd_options(tmp):
+    """A tiny DCKD run whose negatives need no random draw: the history model on the clean LR and one
+    copy blurred with a fixed isotropic kernel (the degradation generator is seeded per rank, so random
+    degradations would differ from one process's). At step 1 the history model is the student itself,
+    so the clean negative alone would put the ratio's denominator at ~eps."""
+    vq = {**DCKD_VQGAN, 'checkpoint_path': str(write_vqgan(DCKD_VQGAN, tmp / 'last.ckpt'))}
+    losses = [{'type': 'L1Loss', 'name': 'l_pix'},
+              {'type': 'ContrastiveRatioLoss', 'weight': 0.1, 'name': 'l_dcl', 'weights': DCKD_WEIGHTS}]
+    blur = {'noise_prob': 0.0, 'blur_prob': 1.0, 'blur_kernel': [5, 5], 'blur_sigma': [1.5, 1.5],
+            'blur_isotropic': True}
+    distill = {'embedding': vq, 'history': {'variant': 'paper', 'include_clean': True, 'num_degraded': 1,
+                                            'degradation': blur, 'schedule': [[100, 1]]}}
+    return tiny_kd_options(tmp, losses, distill)
+
+
+def test_dckd_two_processes_equal_one_process_on_the_global_batch(tmp_path):
+    g = torch.Generator().manual_seed(9)
+    batch = {'lq': torch.rand(WORLD * B_LOCAL, 3, 8, 8, generator=g),
+             'gt': torch.rand(WORLD * B_LOCAL, 3, 16, 16, generator=g)}
+    ranks, single = _two_processes_and_one(tmp_path, dckd_options(tmp_path), batch)
+    ref_losses, ref_grads, ref_values = _run(single, batch)
+    assert ref_values['emb_negatives'][0].shape[:2] == (WORLD * B_LOCAL, 2)  # per-sample negatives
+    for res in ranks:  # the option files' default reduce: global -- nothing gathered
+        assert res['losses']['l_dcl'] == pytest.approx(ref_losses['l_dcl'], rel=1e-5)
+    assert sum(r['losses']['l_pix'] for r in ranks) / WORLD == pytest.approx(ref_losses['l_pix'], rel=1e-5)
+    _assert_same_gradients(ranks, ref_grads)
+    # the released per-GPU ratio (reduce: local) on rank 0's 2 images gives another value
+    a, p, n = (ref_values[k] for k in ('emb_sr', 'emb_teacher_sr', 'emb_negatives'))
+    local = ContrastiveRatioLoss(DCKD_WEIGHTS, reduce='local')(*([x[:B_LOCAL] for x in v] for v in (a, p, n)))
+    assert 0.1 * local.item() != pytest.approx(ref_losses['l_dcl'], rel=1e-4)

@@ -17,7 +17,16 @@ therefore gives exactly the gradient of one process on the global batch, with no
 The same backward is right when ranks compute *different* losses from the gathered tensor (then
 the sum collects every rank's contribution to this rank's slice).
 
-Without a process group (or with one process) both functions return their input unchanged.
+:func:`all_reduce_sum` is the cheap alternative for losses that are ratios of *means*: instead of
+gathering the tensors, each rank all-reduces its per-layer sums and counts (a few scalars). Its
+backward all-reduces (sums) the incoming gradient too: every rank's loss depends on every rank's
+sums, so rank ``r``'s local sum receives ``sum_k dL_k/dS`` (``= world_size * dL/dS`` when all ranks
+compute the same loss ``L(S)``), and DDP's average over ranks of ``(world_size * dL/dS) * ds_r/dtheta``
+is ``dL/dS * sum_r ds_r/dtheta``, the single-process gradient of ``L`` (tested in
+``tests/test_contrastive_ratio_global.py``). Never feed it values computed from gathered tensors:
+the gather's backward sums once more and the gradient comes out ``world_size`` times too large.
+
+Without a process group (or with one process) these functions return their input unchanged.
 """
 from typing import Any
 
@@ -87,3 +96,33 @@ def gather_signal(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return type(value)(gather_signal(v) for v in value)
     raise TypeError(f'gather_signal: cannot gather a {type(value).__name__} (tensors or lists of tensors)')
+
+
+class _AllReduceSum(torch.autograd.Function):
+    """all_reduce(SUM) whose backward is the all_reduce(SUM) of the incoming gradient."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        return _all_reduce_copy(x)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        return _all_reduce_copy(grad)
+
+
+def _all_reduce_copy(x: torch.Tensor) -> torch.Tensor:
+    """The sum over ranks of ``x``, as a new tensor on ``x``'s device (``x`` is left as it is)."""
+    comm = x.detach().to(_comm_device(x)).clone().contiguous()
+    dist.all_reduce(comm, op=dist.ReduceOp.SUM)
+    return comm.to(x.device)
+
+
+def all_reduce_sum(x: torch.Tensor) -> torch.Tensor:
+    """The sum of ``x`` over every rank (every rank gets it), differentiable when ``x`` requires grad
+    (backward: the sum over ranks of the incoming gradient; see the module doc). Every rank must
+    call it with the same shape. ``x`` itself with one process."""
+    if world_size() == 1:
+        return x
+    if x.requires_grad and torch.is_grad_enabled():
+        return _AllReduceSum.apply(x)
+    return _all_reduce_copy(x)

@@ -40,11 +40,11 @@ on [0, 255] images; the option files therefore weight L1 terms by 255 (see ``opt
 
 Several GPUs (issue 17, point 8): the 10 negatives are drawn from the GLOBAL batch (every rank's
 images, the same draw on every rank: :class:`models.distill.negatives.BicubicNegatives`) and the
-ratio's batch means run over the global batch (``distill.gather: {signals: [emb_sr,
-emb_teacher_sr]}`` and the ``*_global`` inputs of the contrastive term), so N GPUs x 16/N images
-compute the loss and gradient of one GPU x 16 (each rank then holds the contrastive term's
-tensors for all 16 images, as one GPU would). A per-rank contrastive term is refused with
-several processes (``tests/test_negatives_global.py``).
+ratio's batch means run over the global batch (ContrastiveRatioLoss ``reduce: global``, the
+default: per-layer sums and counts all-reduced, a few scalars; only the LR batch is gathered, for
+the negatives), so N GPUs x 16/N images compute the loss and gradient of one GPU x 16 as the
+single-GPU release does. ``reduce: local`` reading per-rank signals is refused with several
+processes (``tests/test_negatives_global.py``, ``tests/test_contrastive_ratio_global.py``).
 """
 from typing import Any, Dict, List, Literal, Optional, Tuple
 

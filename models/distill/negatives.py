@@ -31,8 +31,9 @@ class BicubicNegatives(Component):
         self.checked = False
 
     def before_step(self, model, current_iter: int) -> None:
-        """CSD's ratio averages over the whole batch: with several processes its anchor and positive
-        must be the global batch too (``distill.gather``), or the loss is refused."""
+        """CSD's ratio averages over the whole batch: with several processes its loss must reduce over
+        the ranks (ContrastiveRatioLoss ``reduce: global``) or read the gathered batch (``distill.gather``),
+        or it is refused."""
         if not self.checked:
             require_global_inputs(model, 'ContrastiveRatioLoss', ('anchor', 'positive'),
                                   "CSD's contrastive ratio (batch means over the anchors)")
