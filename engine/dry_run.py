@@ -63,11 +63,10 @@ def build_on_meta(cfg: Dict[str, Any]) -> torch.nn.Module:
 
 
 def network_lines(opt: Dict[str, Any]) -> List[str]:
-    from utils.complexity import count_params
+    from utils.complexity import count_params, params_text
     lines = []
     for key, cfg in network_blocks(opt):
-        n = count_params(build_on_meta(cfg))
-        lines.append(f'{key}: {cfg["type"]}  params {n:,} ({n / 1e6:.3f}M)')
+        lines.append(f'{key}: {cfg["type"]}  {params_text(count_params(build_on_meta(cfg)))}')
     return lines
 
 

@@ -26,13 +26,15 @@ from engine.data_setup import build_dataset, build_train_loader, dataset_phase, 
 from engine.evaluation import average, evaluate_dataset, make_forward
 from engine.experiment import ExperimentPaths, experiment_paths
 from engine.graceful_stop import StopRequest
+from engine.run_info import run_info_lines
+from engine.teacher_check import check_teacher, log_teacher_check
 from models import build_model
 from models.base_model import NonFiniteLossError
 from utils.checkpoint import load_state, remove_stale_temps, save_atomic, scan_states
 from utils.dist import all_gather_object, barrier, broadcast_object, get_dist_info
 from utils.logger import get_root_logger, init_tb_logger
 from utils.options import save_options
-from utils.progress import MessageLogger
+from utils.progress import MessageLogger, training_bar
 from utils.rng import get_rng_state, seed_everything, set_rng_state
 
 logger = logging.getLogger('ckdsr')
@@ -105,6 +107,7 @@ class Trainer:
         logger.info(f'experiment {opt["name"]}: {len(self.train_set)} training samples, '
                     f'{self.world_size} process(es), device {self.model.device}, '
                     f'total_iter {self.total_iter}, starting at {self.current_iter}')
+        self._log_run_info()
 
     # ------------------------------------------------------------------ start-up
     def _find_resume_state(self, auto_resume: bool) -> Tuple[Optional[str], List[str]]:
@@ -151,6 +154,18 @@ class Trainer:
             if not os.path.isfile(export):
                 self._write(self.model.network_state(), export)
                 logger.info(f're-exported {export} from the resumed training state')
+
+    def _log_run_info(self) -> None:
+        """The lines that make the run reproducible (engine/run_info.py); then, in KD runs with a
+        validation set, the teacher against bicubic (engine/teacher_check.py, ``val.check_teacher``)."""
+        if self.rank == 0:
+            for line in run_info_lines(self.model, self.world_size):
+                logger.info(line)
+        teacher = getattr(self.model, 'teacher', None)
+        if teacher is not None and self.val_sets and self.val_opt.get('check_teacher', True):
+            result = check_teacher(teacher.net, self.val_sets, self.val_opt, self.model.scale, self.model.device,
+                                   rank=self.rank, world_size=self.world_size)
+            log_teacher_check(result, self.rank)
 
     def _save_freq(self) -> int:
         return self.log_opt.get('save_checkpoint_freq', 5000)
@@ -255,9 +270,11 @@ class Trainer:
     def run(self) -> Dict[str, Any]:
         """Train to ``train.total_iter``; returns ``{'iter', 'best', 'stopped'}`` where ``stopped`` is
         the number of the signal that stopped the run early (its state is saved), else None."""
-        with self.stop as stop:
+        # interactive runs (rank 0's stderr a terminal) also get a progress bar; None otherwise
+        with self.stop as stop, training_bar(self.total_iter, self.current_iter, enabled=self.rank == 0,
+                                             logger=logger) as bar:
             try:
-                stopped = self._loop(stop)
+                stopped = self._loop(stop, bar)
             except NonFiniteLossError as err:
                 last = scan_states(self.paths.training_states).latest if self.rank == 0 else None
                 raise TrainingError(f'training stopped: {err} (newest training state: {last or "none"})',
@@ -273,10 +290,11 @@ class Trainer:
             logger.info('training done')
         return {'iter': self.current_iter, 'best': self.best, 'stopped': stopped}
 
-    def _loop(self, stop: StopRequest) -> Optional[int]:
+    def _loop(self, stop: StopRequest, bar=None) -> Optional[int]:
         """The iterations; returns the stopping signal's number after a graceful stop, else None."""
         total = self.total_iter
-        msg = MessageLogger(total_iter=total, start_iter=self.current_iter, tb_writer=self.tb, logger=logger)
+        msg = MessageLogger(total_iter=total, start_iter=self.current_iter, tb_writer=self.tb, logger=logger,
+                            bar=bar)
         print_freq = self.log_opt.get('print_freq', 100)
         save_freq = self._save_freq()
         val_freq = self.val_opt.get('val_freq', 0) if self.val_sets else 0
@@ -354,6 +372,10 @@ class Trainer:
             results[name] = average(rows)
         net.train(was_training)
         if self.rank == 0:
+            ema = getattr(model, 'ema', None)
+            scored = (f'ema (the EMA copy of network_g, decay {ema.decay})' if ema is not None and net is ema.module
+                      else 'raw (network_g itself' + (', val.use_ema is false)' if ema is not None else ', no EMA)'))
+            logger.info(f'validating network_g @ iter {self.current_iter}, scored: {scored}')
             for name, avg in results.items():
                 text = ', '.join(f'{k}: {v:.4f}' for k, v in avg.items())
                 logger.info(f'validation {name} @ iter {self.current_iter}: {text}')
@@ -383,6 +405,9 @@ class Trainer:
             return
         metric, value = next(iter(results[name].items()))
         if not self.best or value > self.best['value']:
+            if self.rank == 0:
+                old = (f"{self.best['value']:.4f} (iter {self.best['iter']})" if self.best else 'none')
+                logger.info(f'net_g_best changed: {metric} on {name} {old} -> {value:.4f} (iter {self.current_iter})')
             self.best = {'dataset': name, 'metric': metric, 'value': value, 'iter': self.current_iter}
             best = os.path.join(self.paths.models, 'net_g_best.pth')
             self._on_rank0(lambda: self._write(self.model.network_state(), best))

@@ -4,10 +4,14 @@ The base schema covers what every run has (datasets, network_g, path, train, val
 model class adds its own sections through ``option_sections()`` (e.g. KDModel adds the teacher,
 the helper networks and the distillation terms), so a new method never edits this file.
 """
-from typing import Any, Dict, Literal, Optional, Union
+import importlib.util
+import sys
+from dataclasses import dataclass
+from typing import Any, Dict, List, Literal, Optional, Union
 
-from utils.option_spec import (REQUIRED, Block, DictOf, Field, OptionError, Section,
-                               merge_sections, registry_resolver, signature_params)
+from utils.custom_imports import import_custom_modules
+from utils.option_spec import (REQUIRED, Block, DictOf, Field, ListOf, OptionError, Section,
+                               merge_sections, paths_checked, registry_resolver, signature_params)
 from utils.registry import ARCH_REGISTRY, DATASET_REGISTRY, LOSS_REGISTRY, METRIC_REGISTRY, MODEL_REGISTRY
 
 
@@ -49,7 +53,8 @@ LOADER_FIELDS = {
     'use_shuffle': Field(bool, True, 'shuffle the training set'),
     'pin_memory': Field(bool, False, 'pin host memory of batches (CUDA)'),
     'persistent_workers': Field(bool, False, 'keep loader workers alive between epochs'),
-    'prefetch_mode': Field(Optional[str], None, "accepted for BasicSR compatibility; only null/'cpu'"),
+    'prefetch_mode': Field(Optional[Literal['cpu', 'cuda']], None, 'accepted for BasicSR compatibility, a no-op: '
+                           "batches are moved to the device by the model (docs/basicsr_compat.md)"),
     'progressive': Field(Optional[Dict[str, Any]], None, 'progressive patch/batch schedule (train): '
                          '{iters: [stage lengths], gt_size: [...], batch_size_per_gpu: [...]}, see data/progressive.py'),
 }
@@ -62,11 +67,63 @@ PIXEL_LOSS_BLOCK = Block(registry_resolver(LOSS_REGISTRY), 'loss', required=Fals
                          doc='BasicSR-style pixel loss against the ground truth')
 
 
+#: BasicSR model classes that ckdsr's own class does in full. BasicSR's SwinIRModel only adds padding
+#: of the input to a multiple of the window at test time, which ckdsr's SwinIR does itself (pad_mode).
+BASICSR_MODEL_ALIASES = {'SwinIRModel': 'SRModel'}
+
+
+@dataclass
+class ModelTypeField(Field):
+    """``model_type``, with BasicSR's aliases replaced by the ckdsr class (the saved tree names that)."""
+
+    def validate(self, value: Any, where: str, problems: List[str]) -> Any:
+        return super().validate(BASICSR_MODEL_ALIASES.get(value, value) if isinstance(value, str) else value,
+                                where, problems)
+
+
+def _installed(module: str) -> bool:
+    """Whether ``import module`` can find it (already imported counts), without importing it."""
+    if module in sys.modules:
+        return sys.modules[module] is not None
+    return importlib.util.find_spec(module) is not None
+
+
+@dataclass
+class MetricBlock(Block):
+    """A metric block that also takes BasicSR's ``better`` key: ``higher`` (BasicSR's default, and
+    how ckdsr ranks ``net_g_best``) is a no-op, dropped from the tree; ``lower`` is refused."""
+
+    def validate(self, value: Any, where: str, problems: List[str]) -> Any:
+        if isinstance(value, dict) and 'better' in value:
+            value = dict(value)
+            better = value.pop('better')
+            if better != 'higher':
+                problems.append(f"{where}.better: only 'higher' is supported (ckdsr keeps the best checkpoint by "
+                                f"the highest first metric), got {better!r}")
+        return super().validate(value, where, problems)
+
+
+@dataclass
+class WandbSection(Section):
+    """``logger.wandb``: also checks (without importing it) that wandb is installed when ``project`` is set."""
+
+    def validate(self, value: Any, where: str, problems: List[str]) -> Any:
+        out = super().validate(value, where, problems)
+        if isinstance(out, dict) and out.get('project') and paths_checked() and not _installed('wandb'):
+            problems.append(f'{where}.project: is set but the wandb package is not installed; '
+                            f'pip install wandb, or set {where}.project: ~')
+        return out
+
+
 def base_schema() -> Section:
     """The sections every model has."""
     return Section({
         'name': Field(str, REQUIRED, 'experiment name; its folder is <experiments_root>/<name>'),
-        'model_type': Field(str, 'SRModel', 'registered model class (SRModel, KDModel, ...)'),
+        'custom_imports': ListOf(Field(str), doc='your own modules to import first (dotted names, e.g. '
+                                 'my_pkg.my_arch): the archs, losses, datasets... they register can then be '
+                                 'named by `type:`; see utils/custom_imports.py'),
+        'model_type': ModelTypeField(str, 'SRModel', 'registered model class (SRModel, KDModel, ...); BasicSR\'s '
+                                     'SwinIRModel is read as SRModel (docs/basicsr_compat.md)'),
         'scale': Field(int, 4, 'upscaling factor', minimum=1),
         'num_gpu': Field(Union[int, Literal['auto']], 'auto', "GPUs per process group; 'auto' uses what is there, 0 = CPU",
                          minimum=0),
@@ -102,15 +159,24 @@ def base_schema() -> Section:
             'tile': Field(Optional[int], None, 'tile size (LR px) for tiled inference'),
             'tile_overlap': Field(int, 16, 'overlap between tiles (LR px)', minimum=0),
             'pbar': Field(bool, False, 'show a progress bar while validating'),
+            'check_teacher': Field(bool, True, 'KD runs: before training, score the teacher and bicubic on the first '
+                                   'validation set and warn when the teacher is below bicubic (engine/teacher_check.py)'),
             'tb_images': Field(int, 0, minimum=0, doc='log the outputs of the first N images of each validation set to '
                                'tensorboard (with logger.use_tb_logger; under DDP, those rank 0 scores)'),
-            'metrics': DictOf(Block(metric_resolver, 'metric'), doc='named metrics, e.g. psnr, ssim'),
+            'metrics': DictOf(MetricBlock(metric_resolver, 'metric'), doc='named metrics, e.g. psnr, ssim '
+                              "(BasicSR's `better: higher` is accepted and has no effect)"),
         }, absent_none=True, doc='validation settings'),
         'logger': Section({
             'print_freq': Field(int, 100, 'print a progress line every this many iterations', minimum=1),
             'save_checkpoint_freq': Field(int, 5000, 'save a training state every this many iterations', minimum=1),
             'use_tb_logger': Field(bool, True, 'write tensorboard scalars'),
             'keep_states': Field(Optional[int], 3, 'keep only the newest N training states (null: all)', minimum=1),
+            'wandb': WandbSection({
+                'project': Field(Optional[str], None, 'Weights & Biases project; logging to wandb is on when set '
+                                 '(needs `pip install wandb`)'),
+                'resume_id': Field(Optional[Union[str, int]], None, 'id of a wandb run to continue (resume=allow)'),
+                'entity': Field(Optional[str], None, 'wandb user or team (default: your wandb default)'),
+            }, absent_none=True, doc='optional Weights & Biases logging of the tensorboard scalars (rank 0)'),
         }),
         'dist_params': Section({
             'backend': Field(Optional[str], None, 'process-group backend (default nccl on CUDA, gloo on CPU)'),
@@ -120,11 +186,14 @@ def base_schema() -> Section:
 
 
 def schema_for(tree: Dict[str, Any], source: str = '<options>') -> Section:
-    """The base schema merged with what ``tree['model_type']``'s class adds."""
+    """The base schema merged with what ``tree['model_type']``'s class adds. The modules of
+    ``tree['custom_imports']`` are imported first, so their registered types are known."""
     _import_packages()
+    import_custom_modules(tree, source=source)
     model_type = tree.get('model_type', 'SRModel')
     if not isinstance(model_type, str):
         raise OptionError([f'model_type: expected str, got {model_type!r}'], source=source)
+    model_type = BASICSR_MODEL_ALIASES.get(model_type, model_type)
     try:
         cls = MODEL_REGISTRY.get(model_type)
     except KeyError as err:

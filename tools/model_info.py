@@ -30,7 +30,7 @@ import yaml
 import archs  # noqa: F401  (fills ARCH_REGISTRY)
 from archs.slimmable_ops import Slimmable, width_param_counts
 from utils.build import build_from_cfg
-from utils.complexity import count_params, macs_and_output_shape
+from utils.complexity import count_params, macs_and_output_shape, params_text
 from utils.option_spec import OptionError
 from utils.registry import ARCH_REGISTRY
 from utils.suggest import did_you_mean
@@ -109,9 +109,7 @@ def option_blocks(args) -> List[Tuple[str, Dict[str, Any]]]:
 
 def format_row(info: Dict[str, Any]) -> str:
     (w, h), (ow, oh) = info['lr_size'], info['out_size']
-    frozen = info['params'] - info['trainable_params']
-    extra = f' ({frozen:,} frozen)' if frozen else ''
-    row = (f"{info['name']}: {info['type']}  params {info['params']:,} ({info['params'] / 1e6:.3f}M){extra}  "
+    row = (f"{info['name']}: {info['type']}  {params_text(info['params'], info['trainable_params'])}  "
            f"MACs {info['macs']:,} ({info['macs'] / 1e9:.2f}G) at {w}x{h} -> {ow}x{oh}")
     for width, n in (info.get('width_params') or {}).items():
         row += f"\n  width_mult {width}: params {n:,} ({n / 1e6:.3f}M)"

@@ -44,3 +44,11 @@ def count_macs(net: nn.Module, lr_size: Tuple[int, int], in_ch: int = 3, batch: 
                forward_kwargs: Optional[Dict[str, Any]] = None) -> int:
     """MACs of one forward at ``lr_size = (H, W)`` (FLOPs / 2 from FlopCounterMode)."""
     return macs_and_output_shape(net, lr_size, in_ch, batch, forward_kwargs)[0]
+
+
+def params_text(params: int, trainable: Optional[int] = None) -> str:
+    """``'params 1,234,567 (1.235M)'``, plus ``' (N frozen)'`` when ``trainable`` is below ``params``
+    (``' (frozen)'`` when it is 0): the one format of tools/model_info.py and train.log."""
+    frozen = params - trainable if trainable is not None else 0
+    note = ' (frozen)' if frozen and frozen == params else f' ({frozen:,} frozen)' if frozen else ''
+    return f'params {params:,} ({params / 1e6:.3f}M){note}'

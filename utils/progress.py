@@ -11,10 +11,17 @@ The loop marks two moments per iteration on :class:`MessageLogger`::
             progress.log(epoch, it, scheduler.get_last_lr(), losses)
 
 Time outside ``start() .. iter_done()`` (validation, checkpointing) is not counted.
+
+Interactive runs (rank 0's stderr is a terminal) also get a tqdm bar (:func:`training_bar`) that
+:class:`MessageLogger` advances; the log lines still go to the log file, and to the console through
+``tqdm.write`` so they do not tear the bar. Runs whose stderr is a file or pipe are unchanged.
 """
+import logging
+import sys
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, Mapping, Optional, Sequence
+from typing import Any, Callable, Dict, Iterator, Mapping, Optional, Sequence, TextIO
 
 import torch
 
@@ -69,9 +76,10 @@ class MessageLogger:
     """
 
     def __init__(self, total_iter: int, start_iter: int = 0, tb_writer: Any = None, logger: Any = None,
-                 clock: Callable[[], float] = time.perf_counter):
+                 clock: Callable[[], float] = time.perf_counter, bar: Any = None):
         self.total_iter, self.start_iter = int(total_iter), int(start_iter)
         self.tb_writer, self.logger, self._clock = tb_writer, logger, clock
+        self.bar = bar  # a tqdm bar (training_bar) advanced once per iteration, or None
         self._mark: Optional[float] = None
         self._data_time = 0.0                                # of the iteration in progress
         self._window = {'iter': self.start_iter, 'busy': 0.0, 'data': 0.0}
@@ -96,6 +104,8 @@ class MessageLogger:
             self.record(now - self._mark, self._data_time)
         self._mark = now
         self._data_time = 0.0
+        if self.bar is not None:
+            self.bar.update(1)
 
     def record(self, iter_time: float, data_time: float) -> None:
         """Add one iteration's timings (seconds; ``data_time`` is part of ``iter_time``)."""
@@ -126,6 +136,8 @@ class MessageLogger:
         msg = self.message(epoch, current_iter, lrs, losses)
         if self.logger is not None:
             self.logger.info(str(msg))
+        if self.bar is not None and msg.losses:
+            self.bar.set_postfix_str(' '.join(f'{k}: {v:.3e}' for k, v in msg.losses.items()), refresh=False)
         if self.tb_writer is not None:
             for name, value in msg.losses.items():
                 self.tb_writer.add_scalar(f'losses/{name}', value, current_iter)
@@ -134,3 +146,44 @@ class MessageLogger:
             self.tb_writer.add_scalar('train/it_per_s', msg.it_per_s, current_iter)
             self.tb_writer.add_scalar('train/data_share', msg.data_share, current_iter)
         return msg
+
+
+class _ThroughBar:
+    """A stream whose writes go through ``tqdm.write`` (the bar is cleared, the text written, the bar
+    redrawn)."""
+
+    def __init__(self, stream: TextIO):
+        self.stream = stream
+
+    def write(self, text: str) -> None:
+        from tqdm import tqdm
+        tqdm.write(text, file=self.stream, end='')
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+
+@contextmanager
+def training_bar(total_iter: int, start_iter: int = 0, enabled: bool = True, stream: Optional[TextIO] = None,
+                 logger: Optional[logging.Logger] = None) -> Iterator[Any]:
+    """A tqdm bar over the training iterations when ``enabled`` and ``stream`` (default: stderr) is a
+    terminal, else None. While it is shown, ``logger``'s console handlers that write to ``stream``
+    print through ``tqdm.write``; file handlers are untouched."""
+    stream = sys.stderr if stream is None else stream
+    isatty = getattr(stream, 'isatty', None)
+    if not enabled or not (isatty and isatty()):
+        yield None
+        return
+    from tqdm import tqdm
+    handlers = [h for h in (logger.handlers if logger is not None else [])
+                if isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler)
+                and h.stream is stream]
+    bar = tqdm(total=total_iter, initial=start_iter, file=stream, desc='train', unit='it', dynamic_ncols=True)
+    for h in handlers:
+        h.setStream(_ThroughBar(stream))
+    try:
+        yield bar
+    finally:
+        for h in handlers:
+            h.setStream(stream)
+        bar.close()
