@@ -1,11 +1,9 @@
 """CSDModel: one slimmable net trained at two widths, contrastive term on VGG features."""
 import copy
 import os
-import socket
 
 import pytest
 import torch
-import torch.multiprocessing as mp
 import torch.nn.functional as F
 
 from archs.edsr import EDSR
@@ -14,6 +12,7 @@ from models import build_model
 from models.distill.negatives import BicubicNegatives
 from archs.slimmable_ops import as_slimmable
 from models.network_io import build_network, unwrap
+from tests.helpers.gloo import run_env_gloo
 from tests.helpers.kd import save_standin_teacher
 from tests.helpers.tiny_run import tiny_sr_options, write_options
 from utils.option_spec import OptionError
@@ -238,18 +237,9 @@ def test_option_errors(tmp_path):
         build(tmp_path, name='d.yml', losses=losses)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
-
-
-def _ddp_worker(rank, world_size, port, tmp):
+def _ddp_worker(rank, world_size, tmp):
     import torch.distributed as dist
-    os.environ.update({'MASTER_ADDR': '127.0.0.1', 'MASTER_PORT': str(port),
-                       'GLOO_SOCKET_IFNAME': os.environ.get('GLOO_SOCKET_IFNAME', 'lo')})
-    torch.set_num_threads(1)
-    dist.init_process_group('gloo', rank=rank, world_size=world_size)
+    dist.init_process_group('gloo', rank=rank, world_size=world_size)  # env:// set by run_env_gloo
     opt = load_options(str(os.path.join(tmp, 'ddp.yml')))
     model = build_model(opt, rank=rank, world_size=world_size)
     assert isinstance(model.net_g, torch.nn.parallel.DistributedDataParallel)
@@ -262,9 +252,7 @@ def _ddp_worker(rank, world_size, port, tmp):
 def test_two_process_ddp_keeps_the_shared_net_in_sync(tmp_path):
     opt = csd_options(tmp_path)  # the ratio's default reduce: global sums over both ranks (issue 17.8)
     write_options(opt, tmp_path / 'ddp.yml')
-    method = 'fork' if 'fork' in mp.get_all_start_methods() and not torch.cuda.is_available() else 'spawn'
-    mp.start_processes(_ddp_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True,
-                       start_method=method)
+    run_env_gloo(_ddp_worker, str(tmp_path))
     s0, s1 = (torch.load(tmp_path / f'{r}.pt', weights_only=True) for r in range(2))
     init = unwrap(build(tmp_path, name='init.yml').net_g).state_dict()  # same seed: the start point
     for k in s0:
@@ -350,12 +338,9 @@ def test_csd_step_and_student_export_on_rcan_and_carn(tmp_path, kind):
         assert torch.allclose(student(x), net(x, width_mult=width), atol=1e-6)
 
 
-def _carn_ddp_worker(rank, world_size, port, tmp):
+def _carn_ddp_worker(rank, world_size, tmp):
     import torch.distributed as dist
-    os.environ.update({'MASTER_ADDR': '127.0.0.1', 'MASTER_PORT': str(port),
-                       'GLOO_SOCKET_IFNAME': os.environ.get('GLOO_SOCKET_IFNAME', 'lo')})
-    torch.set_num_threads(1)
-    dist.init_process_group('gloo', rank=rank, world_size=world_size)
+    dist.init_process_group('gloo', rank=rank, world_size=world_size)  # env:// set by run_env_gloo
     model = build_model(load_options(os.path.join(tmp, 'carn.yml')), rank=rank, world_size=world_size)
     assert model.net_g.find_unused_parameters  # the x3/x4 heads of the multi-scale net get no gradient
     for it in (1, 2):
@@ -371,9 +356,7 @@ def test_two_process_ddp_trains_the_multi_scale_carn_m(tmp_path):
     opt, _ = pretrained_options(tmp_path, 'CARN_M', losses=losses)
     opt['distill'] = {'csd': opt['distill']['csd']}
     write_options(opt, tmp_path / 'carn.yml')
-    method = 'fork' if 'fork' in mp.get_all_start_methods() and not torch.cuda.is_available() else 'spawn'
-    mp.start_processes(_carn_ddp_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True,
-                       start_method=method)
+    run_env_gloo(_carn_ddp_worker, str(tmp_path))
     s0, s1 = (torch.load(tmp_path / f'carn{r}.pt', weights_only=True) for r in range(2))
     for k in s0:
         assert torch.equal(s0[k], s1[k]), k
