@@ -2,7 +2,7 @@
 import logging
 import os
 import sys
-from typing import Any, Optional
+from typing import Any, Dict, Optional
 
 from utils.dist import get_dist_info
 
@@ -62,11 +62,18 @@ class NullWriter:
         return None
 
 
-def init_tb_logger(log_dir: str):
+def init_tb_logger(log_dir: str, opt: Optional[Dict[str, Any]] = None):
     """A tensorboard ``SummaryWriter`` on rank 0; a :class:`NullWriter` on other ranks, or (with a
-    warning) when tensorboard cannot be imported."""
+    warning) when tensorboard cannot be imported.
+
+    With the run's option tree ``opt``, the writers it asks for: tensorboard when
+    ``logger.use_tb_logger``, Weights & Biases when ``logger.wandb.project`` (files beside
+    ``log_dir``, see :mod:`utils.wandb_logger`), both through one :class:`TeeWriter`; None when
+    neither is on."""
     if get_dist_info()[0] != 0:
         return NullWriter()
+    if opt is not None:
+        return _run_writers(log_dir, opt)
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError as err:
@@ -74,3 +81,15 @@ def init_tb_logger(log_dir: str):
                                   'no tensorboard scalars will be written')
         return NullWriter()
     return SummaryWriter(log_dir=str(log_dir))
+
+
+def _run_writers(log_dir: str, opt: Dict[str, Any]):
+    from utils.wandb_logger import TeeWriter, init_wandb_writer, wandb_options
+    writers = []
+    if (opt.get('logger') or {}).get('use_tb_logger'):
+        writers.append(init_tb_logger(log_dir))
+    if wandb_options(opt) is not None:
+        writers.append(init_wandb_writer(opt, os.path.dirname(os.path.abspath(log_dir))))
+    if not writers:
+        return None
+    return writers[0] if len(writers) == 1 else TeeWriter(*writers)

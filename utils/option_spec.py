@@ -127,6 +127,42 @@ def type_ok(value: Any, ann: Any) -> bool:
     return True  # an annotation we cannot check (forward refs, protocols): accept
 
 
+def integral_to_int(value: Any, ann: Any) -> Any:
+    """``value`` with integral floats turned into ints where ``ann`` wants an int and not a float.
+
+    BasicSR writes every frequency as ``!!float 5e3``, so ``5000.0`` is accepted for ``int``
+    (``5000.5`` is not: the value is returned unchanged and fails :func:`type_ok`). Lists and
+    tuples are converted item by item (``milestones: [2e5, 4e5]``).
+    """
+    if type_ok(value, ann):
+        return value
+    if isinstance(value, float) and value.is_integer() and type_ok(int(value), ann):
+        return int(value)
+    if isinstance(value, (list, tuple)):
+        converted = _integral_items(value, ann)
+        if converted is not None:
+            return converted
+    return value
+
+
+def _integral_items(value: Any, ann: Any) -> Optional[list]:
+    """The list with its items converted by :func:`integral_to_int`, if that makes it fit ``ann``."""
+    candidates = typing.get_args(ann) if typing.get_origin(ann) in _UNIONS else (ann,)
+    for cand in candidates:
+        args = typing.get_args(cand)
+        if not args:
+            continue
+        if typing.get_origin(cand) is tuple and args[-1] is not Ellipsis:
+            if len(args) != len(value):
+                continue
+            items = [integral_to_int(v, a) for v, a in zip(value, args)]
+        else:
+            items = [integral_to_int(v, args[0]) for v in value]
+        if type_ok(items, cand):
+            return items
+    return None
+
+
 def where_to_get(path: str) -> str:
     """``'; <who publishes it, where / which command makes it>'`` for a known external file."""
     from utils.external_files import describe
@@ -161,6 +197,7 @@ class Field:
     maximum: Optional[float] = None
 
     def validate(self, value: Any, where: str, problems: List[str]) -> Any:
+        value = integral_to_int(value, self.ann)
         if not type_ok(value, self.ann):
             problems.append(f'{where}: expected {type_name(self.ann)}, got {type(value).__name__} '
                             f'{_fmt(value)}')
