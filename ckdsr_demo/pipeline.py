@@ -182,7 +182,8 @@ class _Demo:
 
     def table_rows(self, order: List[TrainedRun], scores: Dict[str, Any]) -> List[MethodRow]:
         bic = scores['bicubic']
-        rows = [MethodRow('bicubic', 'Bicubic', 'MATLAB imresize', psnr=bic.psnr, ssim=bic.ssim)]
+        rows = [MethodRow('bicubic', 'Bicubic', 'MATLAB imresize', psnr=bic.psnr, ssim=bic.ssim,
+                          colour_shift=scoring.colour_shift(bic.image_dir, self.bench, self.cfg.scale))]
         for run in order:
             net, s = run.tree['network_g'], scores[run.spec.key]
             params, macs = scoring.complexity(net, self.cfg.scale, self.cfg.lr_size)

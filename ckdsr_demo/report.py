@@ -9,7 +9,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 COLOUR_SHIFT_NOTE = 1.0   # grey levels: a mean SR - HR channel offset this large gets a sentence
 
-COLUMNS = ('Method', 'Network', 'Params', 'MACs', 'Y-PSNR', 'Y-SSIM', 'Steps', 'Train time')
+COLUMNS = ('Method', 'Network', 'Params', 'MACs', 'Y-PSNR', 'Y-SSIM', 'Colour R, G, B', 'Steps', 'Train time')
 
 
 @dataclass
@@ -51,9 +51,14 @@ def seconds(s: Optional[float]) -> str:
     return f'{s:.1f} s' if s < 120 else f'{int(s // 60)} min {s % 60:02.0f} s'
 
 
+def colour(shift: Optional[Tuple[float, float, float]]) -> str:
+    """The mean SR - HR offset per channel, grey levels: '+2.0, -1.3, +0.1'."""
+    return '-' if shift is None else ', '.join(f'{v:+.1f}' for v in shift)
+
+
 def cells(row: MethodRow) -> List[str]:
     return [row.label, row.network, human(row.params), human(row.macs), f'{row.psnr:.2f}', f'{row.ssim:.4f}',
-            '-' if row.steps is None else str(row.steps), seconds(row.train_s)]
+            colour(row.colour_shift), '-' if row.steps is None else str(row.steps), seconds(row.train_s)]
 
 
 def format_table(rows: Sequence[MethodRow], lr_size: Tuple[int, int], scale: int) -> str:
@@ -72,7 +77,7 @@ def format_table(rows: Sequence[MethodRow], lr_size: Tuple[int, int], scale: int
 def markdown_table(rows: Sequence[MethodRow], lr_size: Tuple[int, int], scale: int) -> str:
     header = list(COLUMNS)
     header[3] = f'MACs ({lr_size[0]}x{lr_size[1]} -> x{scale})'
-    out = ['| ' + ' | '.join(header) + ' |', '| ' + ' | '.join(['---', '---'] + ['---:'] * 6) + ' |']
+    out = ['| ' + ' | '.join(header) + ' |', '| ' + ' | '.join(['---', '---'] + ['---:'] * (len(header) - 2)) + ' |']
     out += ['| ' + ' | '.join(cells(r)) + ' |' for r in rows]
     return '\n'.join(out)
 
@@ -191,8 +196,10 @@ def write_report(ctx: ReportContext, path: Path) -> str:
     out += ['## Results', '',
             f'x{ctx.scale} on the held-out photos: Y-PSNR (dB) and SSIM on the Y channel, crop border {ctx.scale}, '
             'the final weights of each run (`net_g_latest.pth`, not the best validation checkpoint), scored by '
-            '`tools/test.py`\'s machinery. MACs: one forward at the LR size shown. Train time: seconds inside '
-            'training steps (from the it/s in `train.log`; validation excluded).', '',
+            '`tools/test.py`\'s machinery. Colour: the mean SR - HR offset per channel over every pixel of the '
+            'held-out photos (grey levels of 255; a global cast that Y-PSNR only partly sees). MACs: one '
+            'forward at the LR size shown. Train time: seconds inside training steps (from the it/s in '
+            '`train.log`; validation excluded).', '',
             markdown_table(rows, ctx.lr_size, ctx.scale), '']
     out += ['How to read it:', ''] + [f'- {s}' for s in reading(rows, ctx.teacher_key)]
     t_steps = [r.steps for r in rows if r.key == ctx.teacher_key]

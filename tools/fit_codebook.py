@@ -120,6 +120,7 @@ def collect_features(opt, device: torch.device, num_batches: int, per_image: int
                 break
     x = torch.cat(pool)[:max_samples]
     meta = {'z_tap': feats.z_tap, 'normalize_z': feats.normalize_z, 'downscale': feats.downscale,
+            'centre_colour': feats.centre_colour,
             'teacher': opt['network_t']['type'], 'teacher_weights': (opt.get('path') or {}).get('pretrain_network_t'),
             'batches': done}
     return x, meta

@@ -15,6 +15,16 @@ hook stops the pass there). The outputs of the modules at ``taps`` are the embed
 lie in [0, 4], so the DMM softmax has a known scale); its codebook is fitted offline by k-means over
 teacher features of the training set (``tools/fit_codebook.py``) and read from ``codebook_path``.
 
+``centre_colour`` (default on): before the teacher, each downscaled image's per-channel mean is
+replaced by ``colour_ref`` (default the DIV2K RGB mean of the EDSR / CARN released code,
+0.4488, 0.4371, 0.4040), so the embedding -- and every contrastive / DMM term on it -- is exactly
+blind to a global colour offset of the image, which the pixel terms alone then decide. Why
+(benchmarks/kd_study/colour_cast.md): with the raw teacher features and the student's own history
+as negatives, the contrastive ratio is at a maximum at the student's own colour along every channel
+offset (moving away from all images lowers it), so training drifts in colour -- the cast of
+DCKD-offline. Centring leaves the pixel terms alone to set the mean colour. Design choice of this
+project, not from the paper or the released code (which use a VQGAN encoder).
+
 The teacher's weights are shared with the ``teacher_sr`` forward (no second copy). The embedding
 passes follow :class:`~models.distill.embedding.Embedding`: one pass with gradient for the student
 output, one no-grad batched pass over every frozen image set.
@@ -33,6 +43,9 @@ from utils.feature_taps import FeatureTaps, resolve_module
 from utils.option_spec import REQUIRED, Field, Section
 
 CODEBOOK_FORMAT = 'ckdsr.teacher_codebook.v1'
+#: ``distill.teacher_embedding.centre_colour`` when the option file leaves it out (chosen on the validation
+#: split of benchmarks/kd_study: colour_cast.md)
+CENTRE_COLOUR_DEFAULT = True
 Z_SIGNALS = ('z_sr', 'z_teacher_sr', 'codebook')
 FIT_HINT = ('fit one with: python tools/fit_codebook.py -opt <this option file> --num-codes 1024 '
             '--out <codebook.pth>')
@@ -51,6 +64,19 @@ def downscale_bicubic(x: torch.Tensor, factor: int) -> torch.Tensor:
                          f'downscale factor {factor}')
     size = (x.shape[-2] // factor, x.shape[-1] // factor)
     return F.interpolate(x, size=size, mode='bicubic', align_corners=False, antialias=True)
+
+
+#: the DIV2K RGB mean in [0, 1] (EDSR / CARN released code, their MeanShift ``rgb_mean``)
+DIV2K_MEAN = (0.4488, 0.4371, 0.4040)
+
+
+def centre_colour(x: torch.Tensor, ref: Sequence[float] = DIV2K_MEAN) -> torch.Tensor:
+    """``x - mean_{h,w}(x) + ref`` per image and channel: the same image with its mean colour set to
+    ``ref`` (N, C, H, W), so that anything computed from it ignores a global per-channel offset."""
+    if len(ref) != x.shape[1]:
+        raise ValueError(f'distill.teacher_embedding.colour_ref has {len(ref)} values for images with '
+                         f'{x.shape[1]} channels')
+    return x - x.mean(dim=(2, 3), keepdim=True) + x.new_tensor(list(ref)).view(1, -1, 1, 1)
 
 
 def save_codebook(path: str, codebook: torch.Tensor, meta: Dict[str, Any]) -> str:
@@ -79,12 +105,14 @@ def load_codebook(path: str, where: str = 'distill.teacher_embedding.codebook_pa
 class TeacherFeatures(nn.Module):
     """``forward(x)`` -> features at ``taps`` (list), or ``(features, z)`` when ``with_z``.
 
-    ``x``: HR-size images (N, C, H, W) in [0, 1]; they are downscaled by ``downscale`` and the
-    teacher ``net`` runs up to the last tapped module. ``codebook`` ((K, D) buffer) when given.
+    ``x``: HR-size images (N, C, H, W) in [0, 1]; they are downscaled by ``downscale``, their mean
+    colour set to ``colour_ref`` when ``centre_colour``, and the teacher ``net`` runs up to the last
+    tapped module. ``codebook`` ((K, D) buffer) when given.
     """
 
     def __init__(self, net: nn.Module, taps: Sequence[str], downscale: int, z_tap: Optional[str] = None,
-                 with_z: bool = False, normalize_z: bool = True, codebook: Optional[torch.Tensor] = None):
+                 with_z: bool = False, normalize_z: bool = True, codebook: Optional[torch.Tensor] = None,
+                 centre_colour: bool = False, colour_ref: Sequence[float] = DIV2K_MEAN):
         super().__init__()
         if not taps:
             raise ValueError('distill.teacher_embedding.taps: name at least one module path of network_t')
@@ -96,6 +124,8 @@ class TeacherFeatures(nn.Module):
         self.with_z = with_z
         self.z_tap = z_tap or self.taps[-1]
         self.normalize_z = normalize_z
+        self.centre_colour = bool(centre_colour)
+        self.colour_ref = tuple(float(v) for v in colour_ref)
         self.paths = self.taps + ([self.z_tap] if with_z and self.z_tap not in self.taps else [])
         for p in self.paths:
             resolve_module(self.net, p)  # unknown paths fail now, naming the closest ones
@@ -107,6 +137,8 @@ class TeacherFeatures(nn.Module):
     def features(self, x: torch.Tensor) -> List[torch.Tensor]:
         """Outputs of ``self.paths`` for images ``x``, stopping the teacher after the last of them."""
         lr = downscale_bicubic(x, self.downscale)
+        if self.centre_colour:
+            lr = centre_colour(lr, self.colour_ref)
         seen = set()
 
         def stopper(path):
@@ -144,9 +176,11 @@ class TeacherFeatures(nn.Module):
         return out, z
 
 
-def check_codebook_meta(meta: Dict[str, Any], z_tap: str, normalize_z: bool, downscale: int, path: str) -> None:
-    """The codebook must come from the same features the run computes."""
-    expect = {'z_tap': z_tap, 'normalize_z': normalize_z, 'downscale': downscale}
+def check_codebook_meta(meta: Dict[str, Any], z_tap: str, normalize_z: bool, downscale: int, path: str,
+                        centre: bool = False) -> None:
+    """The codebook must come from the same features the run computes (keys the file does not record,
+    e.g. ``centre_colour`` in files written before that option, are not checked)."""
+    expect = {'z_tap': z_tap, 'normalize_z': normalize_z, 'downscale': downscale, 'centre_colour': bool(centre)}
     bad = [f'{k}: file {meta[k]!r} vs options {v!r}' for k, v in expect.items() if k in meta and meta[k] != v]
     if bad:
         raise ValueError(f"distill.teacher_embedding.codebook_path: {path} was fitted on other features "
@@ -160,13 +194,16 @@ def build_teacher_features(teacher_net: nn.Module, cfg: Dict[str, Any], scale: i
     taps = list(cfg['taps'])
     z_tap = cfg.get('z_tap') or taps[-1]
     path = cfg.get('codebook_path') if with_codebook else None
+    centre = bool(cfg.get('centre_colour', CENTRE_COLOUR_DEFAULT))
+    colour_ref = cfg.get('colour_ref') or DIV2K_MEAN
     codebook = None
     if path:
         codebook, meta = load_codebook(path)
-        check_codebook_meta(meta, z_tap, bool(cfg.get('normalize_z', True)), downscale, path)
+        check_codebook_meta(meta, z_tap, bool(cfg.get('normalize_z', True)), downscale, path, centre)
     with_z = bool(path) or not with_codebook
     net = TeacherFeatures(teacher_net, taps, downscale, z_tap, with_z=with_z,
-                          normalize_z=bool(cfg.get('normalize_z', True)), codebook=codebook)
+                          normalize_z=bool(cfg.get('normalize_z', True)), codebook=codebook,
+                          centre_colour=centre, colour_ref=colour_ref)
     return net.to(next(teacher_net.parameters()).device)
 
 
@@ -210,6 +247,11 @@ register_component(ComponentSpec(
         'normalize_z': Field(bool, True, 'L2-normalise z over channels (before k-means and in training)'),
         'codebook_path': Field(Optional[str], None, 'codebook fitted by tools/fit_codebook.py (needed for DMM)',
                                path=True),
+        'centre_colour': Field(bool, CENTRE_COLOUR_DEFAULT, 'set each image\'s mean colour to colour_ref before the '
+                               'teacher: the embedding ignores a global colour offset (benchmarks/kd_study/'
+                               'colour_cast.md)'),
+        'colour_ref': Field(Optional[Sequence[float]], None, 'mean RGB in [0, 1] of centred images (default: '
+                            'the DIV2K mean 0.4488, 0.4371, 0.4040)'),
     }, absent_none=True, doc='offline embedding: the frozen teacher\'s own features (no VQGAN download)'),
     build=lambda model, cfg: TeacherEmbedding(model, cfg),
     doc='provides emb_sr, emb_teacher_sr, emb_negatives, emb_gt, emb_positives, z_sr, z_teacher_sr, codebook'))
