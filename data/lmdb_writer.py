@@ -29,11 +29,11 @@ from typing import Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from data.bicubic_lr import find_lr_file, list_images, lr_subdir
-from data.image_io import encode_png, read_image, read_image_size
-from data.lmdb_format import FORMAT_KEY, FORMATS, PNG, RAW, RAW_MARKER, MetaEntry, write_meta_info
-from data.matlab_imresize import bicubic_downsample, modcrop
-from data.subimages import subimage_grid, subimage_name
+from ckdsr.data.bicubic_lr import find_lr_file, list_images, lr_subdir
+from ckdsr.data.image_io import encode_png, read_image, read_image_size
+from ckdsr.data.lmdb_format import FORMAT_KEY, FORMATS, PNG, RAW, RAW_MARKER, MetaEntry, write_meta_info
+from ckdsr.data.matlab_imresize import bicubic_downsample, modcrop
+from ckdsr.data.subimages import subimage_grid, subimage_name
 
 Scale = Union[int, Sequence[int]]
 # one job = one HR image: (hr_path, LR path or None (= make it) per scale, scales, crop, step,

@@ -1,7 +1,7 @@
-"""LMDBs of scale-1 restoration pairs (GoPro, deraining) in the format of :mod:`data.lmdb_format`.
+"""LMDBs of scale-1 restoration pairs (GoPro, deraining) in the format of :mod:`ckdsr.data.lmdb_format`.
 
 ``create_restoration_lmdb(root, out_dir, task)`` lists the pairs of a ``gopro`` or ``rain`` folder
-(:mod:`data.restoration_dataset`), optionally cuts aligned sub-images (``crop_size`` / ``step``, as
+(:mod:`ckdsr.data.restoration_dataset`), optionally cuts aligned sub-images (``crop_size`` / ``step``, as
 BasicSR's ``extract_subimages``; ``crop_size=0`` stores whole images) and writes::
 
     <out_dir>/blur.lmdb  + <out_dir>/sharp.lmdb      (task gopro; keys <sequence>_<stem>[_s001])
@@ -19,12 +19,12 @@ from typing import Iterator, List, Optional, Tuple
 
 import numpy as np
 
-from data.image_io import encode_png, read_image, read_image_size
-from data.lmdb_format import FORMATS, PNG, RAW, MetaEntry
-from data.lmdb_writer import _LmdbSink, _move_into_place, _progress_bar
-from data.restoration_dataset import RESTORATION_LAYOUTS
-from data.subimages import subimage_grid, subimage_name
-from data.transforms import check_pair
+from ckdsr.data.image_io import encode_png, read_image, read_image_size
+from ckdsr.data.lmdb_format import FORMATS, PNG, RAW, MetaEntry
+from ckdsr.data.lmdb_writer import _LmdbSink, _move_into_place, _progress_bar
+from ckdsr.data.restoration_dataset import RESTORATION_LAYOUTS
+from ckdsr.data.subimages import subimage_grid, subimage_name
+from ckdsr.data.transforms import check_pair
 
 
 def _encode(img: np.ndarray, fmt: str, level: int) -> bytes:

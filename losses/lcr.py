@@ -32,7 +32,7 @@ from typing import List, Optional, Sequence
 import torch
 from torch import nn
 
-from utils.registry import LOSS_REGISTRY
+from ckdsr.utils.registry import LOSS_REGISTRY
 
 OPS = ('invert', 'vflip', 'hflip', 'transpose')  # canonical order, as the released codes apply them
 IDENTITY = 'identity'

@@ -11,12 +11,12 @@ from typing import Any, Dict, Iterator, Optional
 import torch
 from torch import nn
 
-from models.ema import ModelEMA
-from models.network_io import build_network, load_weights, to_device, unwrap
-from models.optimizers import build_optimizer
-from models.replica_sync import sync_replicas
-from models.schedulers import build_scheduler
-from utils.dist import all_reduce_mean
+from ckdsr.models.ema import ModelEMA
+from ckdsr.models.network_io import build_network, load_weights, to_device, unwrap
+from ckdsr.models.optimizers import build_optimizer
+from ckdsr.models.replica_sync import sync_replicas
+from ckdsr.models.schedulers import build_scheduler
+from ckdsr.utils.dist import all_reduce_mean
 
 logger = logging.getLogger('ckdsr')
 
@@ -33,7 +33,7 @@ class NonFiniteLossError(RuntimeError):
 def select_device(num_gpu: Any, rank: int = 0) -> torch.device:
     """``num_gpu: 0`` -> CPU; 'auto' or >0 -> this process's CUDA device when CUDA is available.
 
-    Under torchrun, ``utils.dist.init_dist`` has already selected the device of LOCAL_RANK.
+    Under torchrun, ``ckdsr.utils.dist.init_dist`` has already selected the device of LOCAL_RANK.
     """
     if num_gpu == 0 or not torch.cuda.is_available():
         return torch.device('cpu')

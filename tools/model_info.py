@@ -27,13 +27,13 @@ from typing import Any, Dict, List, Tuple
 import torch
 import yaml
 
-import archs  # noqa: F401  (fills ARCH_REGISTRY)
-from archs.slimmable_ops import Slimmable, width_param_counts
-from utils.build import build_from_cfg
-from utils.complexity import count_params, macs_and_output_shape, params_text
-from utils.option_spec import OptionError
-from utils.registry import ARCH_REGISTRY
-from utils.suggest import did_you_mean
+import ckdsr.archs  # noqa: F401  (fills ARCH_REGISTRY)
+from ckdsr.archs.slimmable_ops import Slimmable, width_param_counts
+from ckdsr.utils.build import build_from_cfg
+from ckdsr.utils.complexity import count_params, macs_and_output_shape, params_text
+from ckdsr.utils.option_spec import OptionError
+from ckdsr.utils.registry import ARCH_REGISTRY
+from ckdsr.utils.suggest import did_you_mean
 
 
 def parse_size(text: str) -> Tuple[int, int]:
@@ -97,7 +97,7 @@ def option_blocks(args) -> List[Tuple[str, Dict[str, Any]]]:
     """Every top-level ``network_*`` block of the option file (``upscale`` from ``scale`` as a run
     fills it). Missing data or weight files do not stop it: they are listed on stderr with where
     to get them."""
-    from engine.dry_run import load_allowing_missing, network_blocks
+    from ckdsr.engine.dry_run import load_allowing_missing, network_blocks
     opt, missing = load_allowing_missing(args.opt, args.set)
     for line in missing:
         print(f'missing: {line}', file=sys.stderr)

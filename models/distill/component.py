@@ -3,7 +3,7 @@ from typing import Any, Dict, Iterable, List
 
 from torch import nn
 
-from models.signals import Provider
+from ckdsr.models.signals import Provider
 
 
 class Component:

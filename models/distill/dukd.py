@@ -33,12 +33,12 @@ from typing import Any, Dict, List, Literal, Optional, Sequence
 
 import torch
 
-from losses.lcr import OPS, apply_transforms, sample_transforms, undo_transforms
-from models.distill.component import Component
-from models.distill.dukd_upcycle import draw_tiles, zoom_in, zoom_out
-from models.distill.registry import ComponentSpec, register_component
-from models.signals import Provider
-from utils.option_spec import Field, Section
+from ckdsr.losses.lcr import OPS, apply_transforms, sample_transforms, undo_transforms
+from ckdsr.models.distill.component import Component
+from ckdsr.models.distill.dukd_upcycle import draw_tiles, zoom_in, zoom_out
+from ckdsr.models.distill.registry import ComponentSpec, register_component
+from ckdsr.models.signals import Provider
+from ckdsr.utils.option_spec import Field, Section
 
 #: what ``variant`` decides when a switch is left null (docs/dukd.md)
 VARIANT_DEFAULTS: Dict[str, Dict[str, Any]] = {

@@ -3,9 +3,9 @@
 Signal ``lcr_teacher_sr`` = undo(teacher(apply(lq))): each LR image gets an independently drawn
 composite of colour inversion, the two flips and a transpose (each op with probability ``prob``;
 DCKD's released x2/x3/x4 configs: ``noisy.prob: 0.5``, all four ops), the teacher runs on the
-transformed batch and its SR output is transformed back (:func:`losses.lcr.undo_transforms`, the
+transformed batch and its SR output is transformed back (:func:`ckdsr.losses.lcr.undo_transforms`, the
 exact inverse, as DCKD's ``noising(..., revert=True)``). The
-:class:`losses.lcr.LabelConsistencyLoss` term pulls the student's output on the *plain* LR to it:
+:class:`ckdsr.losses.lcr.LabelConsistencyLoss` term pulls the student's output on the *plain* LR to it:
 
     L_lcr = mean | S(x) - T^{-1}(teacher(T(x))) |     (DUKD label consistency; DCKD released cri_lcr)
 
@@ -21,11 +21,11 @@ from typing import Any, Dict, List, Sequence
 
 import torch
 
-from losses.lcr import IDENTITY, OPS, apply_transforms, parse_transform, sample_transforms, undo_transforms
-from models.distill.component import Component
-from models.distill.registry import ComponentSpec, register_component
-from models.signals import Provider
-from utils.option_spec import Field, Section
+from ckdsr.losses.lcr import IDENTITY, OPS, apply_transforms, parse_transform, sample_transforms, undo_transforms
+from ckdsr.models.distill.component import Component
+from ckdsr.models.distill.registry import ComponentSpec, register_component
+from ckdsr.models.signals import Provider
+from ckdsr.utils.option_spec import Field, Section
 
 
 def _without_transpose(name: str) -> str:

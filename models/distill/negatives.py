@@ -4,17 +4,17 @@
   ``num`` negatives are drawn from the same images whatever the GPU count; issue 17, point 8),
   shared by every anchor: (K,C,H,W), the same on every rank.
 * ``history`` (DCKD): the history model on the clean LR and N-1 degraded copies, in one
-  batched forward: (B,N,C,H,W). Provided by :mod:`models.distill.history`.
+  batched forward: (B,N,C,H,W). Provided by :mod:`ckdsr.models.distill.history`.
 """
 from typing import Any, Dict, List
 
 import torch
 import torch.nn.functional as F
 
-from models.distill.component import Component
-from models.distill.gather import require_global_inputs
-from models.signals import Provider
-from utils.dist_gather import gather_batch
+from ckdsr.models.distill.component import Component
+from ckdsr.models.distill.gather import require_global_inputs
+from ckdsr.models.signals import Provider
+from ckdsr.utils.dist_gather import gather_batch
 
 
 class BicubicNegatives(Component):
