@@ -63,8 +63,10 @@ class LayoutError(ValueError):
     """The checkpoint's layout cannot be translated for this net (e.g. a different mean shift)."""
 
 
-def rename(state: Mapping[str, torch.Tensor], rules: Rules) -> Dict[str, torch.Tensor]:
-    """Apply the first matching ``(pattern, replacement)`` of ``rules`` to every key."""
+def rename(state: Mapping[str, torch.Tensor], rules: Rules,
+           unmatched: Optional[Callable[[str], str]] = None) -> Dict[str, torch.Tensor]:
+    """Apply the first matching ``(pattern, replacement)`` of ``rules`` to every key. A key no rule
+    matches keeps its name, or takes ``unmatched(key)`` (which may raise) when that is given."""
     out = {}
     for key, value in state.items():
         for pattern, repl in rules:
@@ -72,6 +74,9 @@ def rename(state: Mapping[str, torch.Tensor], rules: Rules) -> Dict[str, torch.T
             if hits:
                 key = new
                 break
+        else:
+            if unmatched is not None:
+                key = unmatched(key)
         out[key] = value
     return out
 

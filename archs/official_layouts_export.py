@@ -13,19 +13,16 @@ so :func:`official_state` refuses it with the option that differs.
 Every export is checked before it is returned: converting it back with the reader of
 :mod:`ckdsr.archs.checkpoint_layouts` must give this net's state dict, tensor for tensor.
 """
-import re
 from typing import Callable, Dict, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
 
-from ckdsr.archs.checkpoint_layouts import get_layout
+from ckdsr.archs.checkpoint_layouts import Rules, get_layout, rename
 from ckdsr.archs.swin_transformer import relative_position_index, shifted_window_mask
 from ckdsr.utils.feature_taps import unwrap_model
 
 DIV2K_MEAN = (0.4488, 0.4371, 0.4040)  # EDSR-PyTorch / RCAN / SwinIR releases (and spandrel)
-
-Rules = Sequence[Tuple[str, str]]
 
 # ours -> RCAN release (EDSR-PyTorch naming); group/block counts are filled in per net
 RCAN_EXPORT_RULES: Rules = (
@@ -45,18 +42,13 @@ class ExportLayoutError(ValueError):
     """The net cannot be written in the requested official layout (or would load differently)."""
 
 
+def _no_official_name(key: str) -> str:
+    raise ExportLayoutError(f'no official-layout name for the tensor {key}')
+
+
 def _rename(state: Dict[str, torch.Tensor], rules: Rules) -> Dict[str, torch.Tensor]:
-    out = {}
-    for key, value in state.items():
-        for pattern, repl in rules:
-            new, hits = re.subn(pattern, repl, key)
-            if hits:
-                key = new
-                break
-        else:
-            raise ExportLayoutError(f'no official-layout name for the tensor {key}')
-        out[key] = value.detach().cpu().clone()
-    return out
+    """``state`` renamed by ``rules`` (every key must match one), as detached CPU copies."""
+    return {k: v.detach().cpu().clone() for k, v in rename(state, rules, _no_official_name).items()}
 
 
 def _require(ok: bool, message: str) -> None:

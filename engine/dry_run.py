@@ -52,7 +52,8 @@ def network_blocks(opt: Dict[str, Any]) -> List[Tuple[str, Dict[str, Any]]]:
 
 
 def build_on_meta(cfg: Dict[str, Any]) -> torch.nn.Module:
-    """Build ``cfg`` without allocating its weights (the CPU where an arch cannot use meta)."""
+    """Build ``cfg`` on the meta device, without allocating its weights (archs that cannot are built
+    on the CPU); also what ``tools/model_info.py`` measures."""
     from ckdsr.utils.build import build_from_cfg
     from ckdsr.utils.registry import ARCH_REGISTRY
     try:

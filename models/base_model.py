@@ -160,13 +160,7 @@ class BaseModel:
                                          f'{current_iter}; lower the learning rate or check the data')
             return {k: v.detach() for k, v in losses.items()}
         self.bad_steps = 0
-        self.scaler.scale(total).backward()
-        self.before_optimizer_step(current_iter)
-        if self.grad_clip:
-            self.scaler.unscale_(opt)
-            torch.nn.utils.clip_grad_norm_(self.net_g.parameters(), self.grad_clip)
-        self.scaler.step(opt)
-        self.scaler.update()
+        self.backward_and_step(total, current_iter)
         opt.zero_grad(set_to_none=True)
         if 'g' in self.schedulers:
             self.schedulers['g'].step()
@@ -176,6 +170,18 @@ class BaseModel:
         out = {k: v.detach() for k, v in losses.items()}
         out['l_total'] = total.detach()
         return out
+
+    def backward_and_step(self, total: torch.Tensor, current_iter: int) -> None:
+        """Scaled backward of ``total``, :meth:`before_optimizer_step`, clipping to ``grad_clip``, one
+        step of the ``g`` optimizer; the gradient is left for the caller to clear."""
+        opt = self.optimizers['g']
+        self.scaler.scale(total).backward()
+        self.before_optimizer_step(current_iter)
+        if self.grad_clip:
+            self.scaler.unscale_(opt)
+            torch.nn.utils.clip_grad_norm_(self.net_g.parameters(), self.grad_clip)
+        self.scaler.step(opt)
+        self.scaler.update()
 
     def _all_finite(self, total: torch.Tensor) -> bool:
         """Finite on every rank (one tiny all-reduce, so ranks skip a bad step together)."""

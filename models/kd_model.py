@@ -157,14 +157,7 @@ class KDModel(BaseModel):
         total = sum(losses.values())
         if not self._all_finite(total):
             return False
-        opt = self.optimizers['g']
-        self.scaler.scale(total).backward()
-        self.before_optimizer_step(current_iter)
-        if self.grad_clip:
-            self.scaler.unscale_(opt)
-            torch.nn.utils.clip_grad_norm_(self.net_g.parameters(), self.grad_clip)
-        self.scaler.step(opt)
-        self.scaler.update()
+        self.backward_and_step(total, current_iter)
         return True
 
     def before_step(self, current_iter: int) -> None:

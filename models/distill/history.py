@@ -36,7 +36,7 @@ from typing import Any, Dict, List, Literal, Optional, Sequence, Tuple
 import torch
 
 from ckdsr.data.degradations import Degrader
-from ckdsr.models.distill.component import Component
+from ckdsr.models.distill.component import Component, load_generator_state
 from ckdsr.models.distill.registry import ComponentSpec, register_component
 from ckdsr.models.ema import ModelEMA
 from ckdsr.models.network_io import unwrap
@@ -169,9 +169,7 @@ class HistoryNegatives(Component):
     def load_state_dict(self, state: Dict[str, Any]) -> None:
         if 'weights' in state:
             self.history.load_state_dict(state['weights'])
-        if 'generator' in state:
-            self.generator.set_state(state['generator'].cpu() if hasattr(state['generator'], 'cpu')
-                                     else state['generator'])
+        load_generator_state(self.generator, state)
         self.updates = int(state.get('updates', 0))
         self.last_update = int(state.get('last_update', 0))
         if state.get('source', self.source) != self.source:
