@@ -1,7 +1,24 @@
-"""ckdsr: contrastive knowledge distillation for compact single-image super-resolution."""
+"""ckdsr: contrastive knowledge distillation for compact single-image super-resolution.
+
+The repository keeps its packages at the top level (``archs/``, ``models/``, ...); installed, they
+are subpackages of ``ckdsr`` only (``ckdsr.archs``, ``ckdsr.models``), so ckdsr claims no generic
+top-level module name (``utils``, ``data``, ``models``) on a user's import path.
+"""
 from setuptools import setup
 
-PACKAGES = ['archs', 'losses', 'models', 'models.distill', 'data', 'metrics', 'utils', 'engine', 'ckdsr_demo']
+SUBPACKAGES = ['archs', 'losses', 'models', 'models.distill', 'data', 'metrics', 'utils', 'engine', 'demo', 'tools']
+
+# console entry point -> tools/<module>.py, each with main(argv=None) -> exit status
+ENTRY_POINTS = {
+    'ckdsr-train': 'train',
+    'ckdsr-test': 'test',
+    'ckdsr-lmdb': 'create_lmdb',
+    'ckdsr-make-lr': 'make_lr',
+    'ckdsr-infer': 'infer',
+    'ckdsr-export': 'export',
+    'ckdsr-model-info': 'model_info',
+    'ckdsr-fit-codebook': 'fit_codebook',
+}
 
 setup(
     name='ckdsr',
@@ -10,7 +27,9 @@ setup(
     long_description=open('README.md', encoding='utf-8').read(),
     long_description_content_type='text/markdown',
     python_requires='>=3.9',
-    packages=PACKAGES,
+    packages=['ckdsr'] + [f'ckdsr.{p}' for p in SUBPACKAGES],
+    package_dir={'ckdsr': 'ckdsr', **{f'ckdsr.{p}': p.replace('.', '/') for p in SUBPACKAGES}},
+    entry_points={'console_scripts': [f'{name} = ckdsr.tools.{mod}:main' for name, mod in ENTRY_POINTS.items()]},
     install_requires=[
         'torch>=2.1',  # bring your own CUDA build; not pinned
         'torchvision',

@@ -17,8 +17,8 @@ through unchanged and surface as "unexpected" if wrong):
 - ``swinir_official``: SwinIR release files; names equal ours, the derived ``attn_mask`` /
   ``relative_position_index`` buffers are dropped by the modules themselves (``legacy_state_keys``).
 - ``nafnet_official`` / ``restormer_official``: the NAFNet / Restormer releases (``params``); names
-  equal :class:`archs.nafnet.NAFNet` / :class:`archs.restormer.Restormer`'s.
-- ``carn_pytorch``: CARN-pytorch (``sub_mean.shifter``); names equal :class:`archs.carn.CARN_M`'s.
+  equal :class:`ckdsr.archs.nafnet.NAFNet` / :class:`ckdsr.archs.restormer.Restormer`'s.
+- ``carn_pytorch``: CARN-pytorch (``sub_mean.shifter``); names equal :class:`ckdsr.archs.carn.CARN_M`'s.
 
 The MeanShift convs of the EDSR-PyTorch / RCAN layouts are not copied: our nets hold the mean as a
 buffer. They are checked against the net's ``mean * img_range`` instead, so a checkpoint trained
@@ -34,7 +34,7 @@ from typing import Callable, Dict, List, Mapping, Optional, Sequence, Set, Tuple
 import torch
 from torch import nn
 
-from utils.feature_taps import unwrap_model
+from ckdsr.utils.feature_taps import unwrap_model
 
 Rules = Sequence[Tuple[str, str]]
 
@@ -63,8 +63,10 @@ class LayoutError(ValueError):
     """The checkpoint's layout cannot be translated for this net (e.g. a different mean shift)."""
 
 
-def rename(state: Mapping[str, torch.Tensor], rules: Rules) -> Dict[str, torch.Tensor]:
-    """Apply the first matching ``(pattern, replacement)`` of ``rules`` to every key."""
+def rename(state: Mapping[str, torch.Tensor], rules: Rules,
+           unmatched: Optional[Callable[[str], str]] = None) -> Dict[str, torch.Tensor]:
+    """Apply the first matching ``(pattern, replacement)`` of ``rules`` to every key. A key no rule
+    matches keeps its name, or takes ``unmatched(key)`` (which may raise) when that is given."""
     out = {}
     for key, value in state.items():
         for pattern, repl in rules:
@@ -72,6 +74,9 @@ def rename(state: Mapping[str, torch.Tensor], rules: Rules) -> Dict[str, torch.T
             if hits:
                 key = new
                 break
+        else:
+            if unmatched is not None:
+                key = unmatched(key)
         out[key] = value
     return out
 
@@ -274,7 +279,7 @@ def load_pretrained(net: nn.Module, path: str, param_key: Optional[str] = 'auto'
     """Load ``path`` into ``net`` (wrappers such as DDP are looked through) and return a report.
 
     ``param_key``: 'auto' | 'params' | 'params_ema' | any wrapper key | None (bare state_dict).
-    ``layout``: 'auto' (detect from the keys) or a name from :data:`archs.checkpoint_layouts.LAYOUTS`.
+    ``layout``: 'auto' (detect from the keys) or a name from :data:`ckdsr.archs.checkpoint_layouts.LAYOUTS`.
     ``strict``: raise :class:`CheckpointMismatchError` on any mismatch, before changing the net;
     otherwise load every key whose name and shape fit and list the rest in the report.
     """

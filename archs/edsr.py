@@ -1,8 +1,8 @@
 """EDSR (Lim et al., CVPR-W 2017) with BasicSR's class, argument and state_dict key names."""
 from typing import Sequence
 
-from archs.blocks import MeanShiftedResidualSR, ResidualBlockNoBN, check_upscale, make_layer
-from utils.registry import ARCH_REGISTRY
+from ckdsr.archs.blocks import MeanShiftedResidualSR, ResidualBlockNoBN, check_upscale, make_layer
+from ckdsr.utils.registry import ARCH_REGISTRY
 
 
 @ARCH_REGISTRY.register()

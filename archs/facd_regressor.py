@@ -6,7 +6,7 @@ from typing import Optional
 
 from torch import Tensor, nn
 
-from utils.registry import ARCH_REGISTRY
+from ckdsr.utils.registry import ARCH_REGISTRY
 
 
 @ARCH_REGISTRY.register()

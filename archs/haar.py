@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from utils.registry import ARCH_REGISTRY
+from ckdsr.utils.registry import ARCH_REGISTRY
 
 BANDS = ('LL', 'LH', 'HL', 'HH')
 

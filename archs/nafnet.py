@@ -11,7 +11,7 @@ input plus the predicted residual ("global residual").
 Argument names and state_dict keys are those of the authors' release (github.com/megvii-research/
 NAFNet, ``NAFNet(img_channel, width, middle_blk_num, enc_blk_nums, dec_blk_nums)``; keys such as
 ``encoders.3.27.conv2.weight``, ``sca.1.weight``, ``beta``), so the released ``params`` files load
-with ``strict=True`` (see :mod:`archs.checkpoint_layouts`, layout ``nafnet_official``). Structure
+with ``strict=True`` (see :mod:`ckdsr.archs.checkpoint_layouts`, layout ``nafnet_official``). Structure
 facts from the release that the paper does not spell out: LayerNorm over channels with eps 1e-6,
 ``beta`` / ``gamma`` initialised to zero, the down conv has a bias and the up conv has none, the
 input is zero-padded to a multiple of ``2 ** len(enc_blk_nums)`` and the output cropped back.
@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from utils.registry import ARCH_REGISTRY
+from ckdsr.utils.registry import ARCH_REGISTRY
 
 #: DCKD's NAFNet teacher (Table 1: width 32, 36 blocks, 17.1M): the release's GoPro width-32 layout
 TEACHER_LAYOUT: Dict = dict(width=32, middle_blk_num=1, enc_blk_nums=[1, 1, 1, 28], dec_blk_nums=[1, 1, 1, 1])

@@ -1,5 +1,5 @@
 """Write RCAN and SwinIR weights in the official release layouts, the inverse of
-:mod:`archs.checkpoint_layouts` for those two archs.
+:mod:`ckdsr.archs.checkpoint_layouts` for those two archs.
 
 The official layouts are what the field's loaders read: spandrel (the loader behind chaiNNer and
 ComfyUI) detects RCAN from ``head.0`` / ``tail.1`` / ``body.0.body.0.body.3.conv_du`` keys and SwinIR
@@ -11,21 +11,18 @@ mean, ``res_scale`` 1; SwinIR ``img_range`` 1 (255 for window 7), ``patch_norm``
 so :func:`official_state` refuses it with the option that differs.
 
 Every export is checked before it is returned: converting it back with the reader of
-:mod:`archs.checkpoint_layouts` must give this net's state dict, tensor for tensor.
+:mod:`ckdsr.archs.checkpoint_layouts` must give this net's state dict, tensor for tensor.
 """
-import re
 from typing import Callable, Dict, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
 
-from archs.checkpoint_layouts import get_layout
-from archs.swin_transformer import relative_position_index, shifted_window_mask
-from utils.feature_taps import unwrap_model
+from ckdsr.archs.checkpoint_layouts import Rules, get_layout, rename
+from ckdsr.archs.swin_transformer import relative_position_index, shifted_window_mask
+from ckdsr.utils.feature_taps import unwrap_model
 
 DIV2K_MEAN = (0.4488, 0.4371, 0.4040)  # EDSR-PyTorch / RCAN / SwinIR releases (and spandrel)
-
-Rules = Sequence[Tuple[str, str]]
 
 # ours -> RCAN release (EDSR-PyTorch naming); group/block counts are filled in per net
 RCAN_EXPORT_RULES: Rules = (
@@ -45,18 +42,13 @@ class ExportLayoutError(ValueError):
     """The net cannot be written in the requested official layout (or would load differently)."""
 
 
+def _no_official_name(key: str) -> str:
+    raise ExportLayoutError(f'no official-layout name for the tensor {key}')
+
+
 def _rename(state: Dict[str, torch.Tensor], rules: Rules) -> Dict[str, torch.Tensor]:
-    out = {}
-    for key, value in state.items():
-        for pattern, repl in rules:
-            new, hits = re.subn(pattern, repl, key)
-            if hits:
-                key = new
-                break
-        else:
-            raise ExportLayoutError(f'no official-layout name for the tensor {key}')
-        out[key] = value.detach().cpu().clone()
-    return out
+    """``state`` renamed by ``rules`` (every key must match one), as detached CPU copies."""
+    return {k: v.detach().cpu().clone() for k, v in rename(state, rules, _no_official_name).items()}
 
 
 def _require(ok: bool, message: str) -> None:
@@ -140,8 +132,8 @@ def official_state(net: nn.Module, img_size: Optional[int] = None) -> Tuple[str,
 
 
 def check_round_trip(net: nn.Module, layout: str, state: Dict[str, torch.Tensor]) -> None:
-    """``state`` read back by :mod:`archs.checkpoint_layouts` must equal ``net.state_dict()`` exactly."""
-    from archs.checkpoint_layouts import detect_layout
+    """``state`` read back by :mod:`ckdsr.archs.checkpoint_layouts` must equal ``net.state_dict()`` exactly."""
+    from ckdsr.archs.checkpoint_layouts import detect_layout
     detected = detect_layout(state.keys()).name
     _require(detected == layout, f'export check: the written keys are detected as {detected}, not {layout}')
     back, _ = get_layout(layout).convert(state, net)

@@ -18,8 +18,8 @@ from typing import List, Literal, Sequence, Tuple, Union
 
 from torch import Tensor, nn
 
-from archs.haar import HaarDWT
-from utils.registry import ARCH_REGISTRY
+from ckdsr.archs.haar import HaarDWT
+from ckdsr.utils.registry import ARCH_REGISTRY
 
 
 class ConvBN(nn.Sequential):

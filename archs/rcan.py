@@ -4,8 +4,8 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from archs.blocks import MeanShiftedResidualSR, check_upscale, make_layer
-from utils.registry import ARCH_REGISTRY
+from ckdsr.archs.blocks import MeanShiftedResidualSR, check_upscale, make_layer
+from ckdsr.utils.registry import ARCH_REGISTRY
 
 
 class ChannelAttention(nn.Module):

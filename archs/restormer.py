@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from utils.registry import ARCH_REGISTRY
+from ckdsr.utils.registry import ARCH_REGISTRY
 
 LAYER_NORM_TYPES = ('WithBias', 'BiasFree')
 

@@ -3,7 +3,7 @@
 Which CARN: the released CSD code (github.com/Booooooooooo/CSD, ``PyTorch version/model/carn.py``)
 ships a slimmable "CARN" that is neither published CARN: ungrouped plain residual blocks without the
 block's final ReLU, one single-scale upsampler without ReLU; ``demo.sh`` never runs it and this
-project has no weights for it. This project has CARN-M (:class:`archs.carn.CARN_M`, the authors'
+project has no weights for it. This project has CARN-M (:class:`ckdsr.archs.carn.CARN_M`, the authors'
 ``carn_m.pth`` loads strictly, 414,811 parameters), so the slimmable CARN is CARN-M: the CSD
 default "start from a trained full-width network" can then start from published weights.
 
@@ -24,9 +24,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from archs.carn import CARN_M, MeanShift
-from archs.slimmable_ops import Feature, Fixed, SlimConv2d, SlimSequential, Slimmable, register_slimmable
-from utils.registry import ARCH_REGISTRY
+from ckdsr.archs.carn import CARN_M, MeanShift
+from ckdsr.archs.slimmable_ops import Feature, Fixed, SlimConv2d, SlimSequential, Slimmable, register_slimmable
+from ckdsr.utils.registry import ARCH_REGISTRY
 
 
 class SlimConvReLU(nn.Module):
@@ -66,7 +66,7 @@ class SlimEResidualBlock(nn.Module):
 
 
 def slim_cascade(x: torch.Tensor, stages, width: Optional[int]) -> torch.Tensor:
-    """CARN's cascading connections (:func:`archs.carn.cascade`) at feature width ``width``."""
+    """CARN's cascading connections (:func:`ckdsr.archs.carn.cascade`) at feature width ``width``."""
     concat = out = x
     for unit, fuse in stages:
         concat = torch.cat([concat, unit(out, width)], dim=1)

@@ -7,9 +7,9 @@ student's gradients land in the teacher's first channels. The image ends stay wh
 always reads all input channels and ``conv_last`` always writes all output channels. An upsampling
 conv followed by PixelShuffle(r) keeps its first ``r*r*c`` outputs, which PixelShuffle turns into the
 first ``c`` feature channels: exactly the layout of an EDSR with ``num_feat = c``. The slicing
-machinery is shared with SlimmableRCAN and SlimmableCARN_M (:mod:`archs.slimmable_ops`).
+machinery is shared with SlimmableRCAN and SlimmableCARN_M (:mod:`ckdsr.archs.slimmable_ops`).
 
-State_dict keys equal :class:`archs.edsr.EDSR`'s, so a plain EDSR checkpoint loads into the slimmable
+State_dict keys equal :class:`ckdsr.archs.edsr.EDSR`'s, so a plain EDSR checkpoint loads into the slimmable
 net and :func:`export_narrow_edsr` can cut a standalone EDSR out of either.
 """
 from typing import Any, Dict, Optional, Sequence, Union
@@ -17,9 +17,9 @@ from typing import Any, Dict, Optional, Sequence, Union
 import torch
 from torch import nn
 
-from archs.edsr import EDSR
-from archs.slimmable_ops import SlimResidualFrame, SlimSequential, as_slimmable, feature_conv, register_slimmable
-from utils.registry import ARCH_REGISTRY
+from ckdsr.archs.edsr import EDSR
+from ckdsr.archs.slimmable_ops import SlimResidualFrame, SlimSequential, as_slimmable, feature_conv, register_slimmable
+from ckdsr.utils.registry import ARCH_REGISTRY
 
 
 class SlimResidualBlock(nn.Module):

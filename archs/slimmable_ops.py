@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from archs.blocks import check_upscale, image_mean
+from ckdsr.archs.blocks import check_upscale, image_mean
 
 Ranges = Tuple[Tuple[int, int], ...]  # (start, length) runs of channel indices, in order
 
@@ -246,7 +246,7 @@ def as_slimmable(net: nn.Module) -> Slimmable:
 
 
 class SlimResidualFrame(Slimmable):
-    """The frame SlimmableEDSR and SlimmableRCAN share (the keys of :class:`archs.blocks.MeanShiftedResidualSR`):
+    """The frame SlimmableEDSR and SlimmableRCAN share (the keys of :class:`ckdsr.archs.blocks.MeanShiftedResidualSR`):
     ``conv_first`` on the mean-shifted input, a ``body`` of slimmable blocks, ``conv_after_body`` with
     the long skip, ``upsample``, ``conv_last``. The image ends stay whole at every width."""
 

@@ -6,25 +6,25 @@ The released CSD code (github.com/Booooooooooo/CSD, ``PyTorch version/model/rcan
 10x20 at widths [0.75, 1.0] and slices channel attention with the width: the squeeze conv
 ``C -> C/r`` runs as ``c -> c/r`` and the excite conv as ``c/r -> c`` (its ``SlimModule`` on
 ``conv_du``). Here the same: at width ``c`` every CA bottleneck has ``c / squeeze_factor`` channels,
-so the narrow net is exactly a plain :class:`archs.rcan.RCAN` with ``num_feat = c`` and the same
+so the narrow net is exactly a plain :class:`ckdsr.archs.rcan.RCAN` with ``num_feat = c`` and the same
 ``squeeze_factor`` (hence ``c`` must be a multiple of ``squeeze_factor``: 48 = 0.75 x 64 gives 3).
 
-State_dict keys equal :class:`archs.rcan.RCAN`'s (BasicSR names), so a trained RCAN loads into it.
+State_dict keys equal :class:`ckdsr.archs.rcan.RCAN`'s (BasicSR names), so a trained RCAN loads into it.
 """
 from typing import Any, Dict, Optional, Sequence
 
 import torch
 from torch import nn
 
-from archs.rcan import RCAN
-from archs.slimmable_ops import (Feature, SlimConv2d, SlimResidualFrame, SlimSequential, feature_conv,
+from ckdsr.archs.rcan import RCAN
+from ckdsr.archs.slimmable_ops import (Feature, SlimConv2d, SlimResidualFrame, SlimSequential, feature_conv,
                                  register_slimmable)
-from utils.registry import ARCH_REGISTRY
+from ckdsr.utils.registry import ARCH_REGISTRY
 
 
 class SlimChannelAttention(nn.Module):
     """``x * sigmoid(W_U relu(W_D avgpool(x)))`` with the bottleneck at ``width / squeeze`` channels
-    (keys ``attention.1``, ``attention.3`` as :class:`archs.rcan.ChannelAttention`)."""
+    (keys ``attention.1``, ``attention.3`` as :class:`ckdsr.archs.rcan.ChannelAttention`)."""
 
     slimmable = True
 

@@ -7,7 +7,7 @@ feature size (see :func:`shifted_window_mask`) and caches it, so any input size 
 The official SwinIR release stores two derived buffers, ``attn.relative_position_index`` and
 (shifted blocks) ``attn_mask`` for the training size; both are recomputed here, and a
 load_state_dict pre-hook drops them so release files load with ``strict=True``. Modules list the
-keys they drop in ``legacy_state_keys`` (read by :mod:`archs.checkpoint_layouts` as well).
+keys they drop in ``legacy_state_keys`` (read by :mod:`ckdsr.archs.checkpoint_layouts` as well).
 """
 from typing import Optional, Tuple
 

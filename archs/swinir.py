@@ -2,7 +2,7 @@
 
 Official release files (``params`` / ``params_ema``) load with ``strict=True``: their stored
 ``attn_mask`` / ``relative_position_index`` buffers are recomputed here (see
-:mod:`archs.swin_transformer`). Any input size works: the input is mirror-padded to a multiple of the
+:mod:`ckdsr.archs.swin_transformer`). Any input size works: the input is mirror-padded to a multiple of the
 window size and the output cropped back; shifted-window masks are computed for the actual size and
 cached per size and device.
 """
@@ -14,9 +14,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from archs.blocks import Upsample, check_upscale
-from archs.swin_transformer import SwinTransformerBlock, shifted_window_mask
-from utils.registry import ARCH_REGISTRY
+from ckdsr.archs.blocks import Upsample, check_upscale
+from ckdsr.archs.swin_transformer import SwinTransformerBlock, shifted_window_mask
+from ckdsr.utils.registry import ARCH_REGISTRY
 
 UPSAMPLERS = ('pixelshuffle', 'pixelshuffledirect', 'nearest+conv', '')
 MASK_CACHE_SIZE = 8

@@ -17,8 +17,8 @@ from typing import List, Literal, Optional, Sequence
 import torch
 from torch import Tensor, nn
 
-from utils.registry import ARCH_REGISTRY
-from utils.suggest import closest
+from ckdsr.utils.registry import ARCH_REGISTRY
+from ckdsr.utils.suggest import closest
 
 VGG19_URL = 'https://download.pytorch.org/models/vgg19-dcbb9e9d.pth'
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -38,7 +38,7 @@ def vgg19_layer_names() -> List[str]:
 
 def missing_weights_error(option_key: str, path: Optional[str]) -> FileNotFoundError:
     """The one error for absent VGG19 weights: names the option key and the download URL."""
-    from utils.external_files import describe  # the one table of external files
+    from ckdsr.utils.external_files import describe  # the one table of external files
     where = 'is not set' if not path else f'points to a missing file ({path})'
     return FileNotFoundError(
         f'{option_key} {where}: VGG19 needs {describe("vgg19-dcbb9e9d.pth")}; download it and set '

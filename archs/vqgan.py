@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from utils.registry import ARCH_REGISTRY
+from ckdsr.utils.registry import ARCH_REGISTRY
 
 VQGAN_F16_1024_URL = 'https://heibox.uni-heidelberg.de/d/8088892a516d4e3baf92/'
 _KEEP_PREFIXES = ('encoder.', 'quant_conv.', 'quantize.embedding.')
@@ -215,7 +215,7 @@ class VQGANEncoder(nn.Module):
 
     # ------------------------------------------------------------------ weights
     def _missing(self, path: Optional[str]) -> FileNotFoundError:
-        from utils.external_files import describe  # the one table of external files
+        from ckdsr.utils.external_files import describe  # the one table of external files
         where = 'is not set' if not path else f'points to a missing file ({path})'
         return FileNotFoundError(
             f"{self.option_key} {where}: VQGANEncoder needs {describe('vqgan_imagenet_f16_1024/ckpts/last.ckpt')}; "

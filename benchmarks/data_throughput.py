@@ -25,11 +25,11 @@ import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from data.file_client import open_lmdb_readonly  # noqa: E402
-from data.image_io import read_image, write_png  # noqa: E402
-from data.lmdb_writer import create_paired_lmdb  # noqa: E402
-from data.matlab_imresize import bicubic_downsample  # noqa: E402
-from data.paired_dataset import PairedImageDataset  # noqa: E402
+from ckdsr.data.file_client import open_lmdb_readonly  # noqa: E402
+from ckdsr.data.image_io import read_image, write_png  # noqa: E402
+from ckdsr.data.lmdb_writer import create_paired_lmdb  # noqa: E402
+from ckdsr.data.matlab_imresize import bicubic_downsample  # noqa: E402
+from ckdsr.data.paired_dataset import PairedImageDataset  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 GT_SIZE, SCALE, TILE = 192, 4, 480

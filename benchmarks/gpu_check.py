@@ -217,9 +217,9 @@ def _dist_worker(rank: int, world: int, backend: str, store: str, tiny: bool, ou
         with tempfile.TemporaryDirectory(prefix=f'gpu_check_dist{rank}_') as tmp:
             prepared = M.prepare_tree(tree, torch.device('cpu'), Path(tmp))
             t = with_flags(prepared, device, 'bf16' if backend == 'nccl' else None, backend == 'nccl')
-            from models import build_model
-            from models.option_schema import schema_for
-            from utils.options import validate_tree
+            from ckdsr.models import build_model
+            from ckdsr.models.option_schema import schema_for
+            from ckdsr.utils.options import validate_tree
             opt = validate_tree(t, schema_for(t, str(path)), str(path))
             torch.manual_seed(0)
             model = build_model(opt, is_train=True, rank=rank, world_size=world, device=device)

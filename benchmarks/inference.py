@@ -4,7 +4,7 @@
         [--tiles 0 128] [--tile-overlap 16] [--lr-size 320x180] [--reps 3] [--amp bf16] [--channels-last]
 
 Each network is built from the ``network_g`` of its option file (random weights: speed does not depend
-on them), put in ``eval()``, and run the way ``tools/test.py`` runs it: ``engine.evaluation.make_forward``
+on them), put in ``eval()``, and run the way ``tools/test.py`` runs it: ``ckdsr.engine.evaluation.make_forward``
 (tiling when ``tile > 0``) under ``torch.inference_mode()`` (and autocast with ``--amp``), on one
 image of ``--lr-size`` (default 320x180: 1280x720 output at x4). Per network and tiling: seconds per
 image (median of ``--reps`` after one warm-up), images/s, MACs of the pass (FlopCounterMode on the meta
@@ -91,7 +91,7 @@ def network_cfg(name: str) -> Tuple[Dict[str, Any], str]:
 
 def tile_shapes(lr_hw: Tuple[int, int], tile: int, overlap: int) -> List[Tuple[int, int]]:
     """The LR shape of every net call ``tiled_forward`` makes (found by running it on meta tensors)."""
-    from models.inference import tiled_forward
+    from ckdsr.models.inference import tiled_forward
     shapes: List[Tuple[int, int]] = []
 
     def fake(x):
@@ -103,7 +103,7 @@ def tile_shapes(lr_hw: Tuple[int, int], tile: int, overlap: int) -> List[Tuple[i
 
 
 def count_pass_macs(net, lr_hw: Tuple[int, int], tile: int, overlap: int) -> int:
-    from utils.complexity import count_macs
+    from ckdsr.utils.complexity import count_macs
     if not tile:
         return count_macs(net, lr_hw)
     cache: Dict[Tuple[int, int], int] = {}
@@ -116,9 +116,9 @@ def count_pass_macs(net, lr_hw: Tuple[int, int], tile: int, overlap: int) -> int
 
 
 def bench_net(name: str, args, device: torch.device, lr_hw: Tuple[int, int]) -> List[Dict[str, Any]]:
-    from engine.evaluation import make_forward
-    from models.network_io import build_network
-    from utils.complexity import count_params
+    from ckdsr.engine.evaluation import make_forward
+    from ckdsr.models.network_io import build_network
+    from ckdsr.utils.complexity import count_params
     cfg, source = network_cfg(name)
     torch.manual_seed(0)
     net = build_network(cfg, SCALE).to(device).eval()
@@ -174,7 +174,7 @@ def main(argv=None) -> int:
     lr_hw = parse_size(args.lr_size) if args.lr_size else (OUT_720P[0] // SCALE, OUT_720P[1] // SCALE)
     record = {'tool': 'inference', 'device': device.type, 'amp': args.amp, 'channels_last': bool(args.channels_last),
               'reps': args.reps, 'clock': clock_kind(device), 'machine': machine_info(device),
-              'path': 'engine.evaluation.make_forward under torch.inference_mode (tools/test.py)', 'rows': []}
+              'path': 'ckdsr.engine.evaluation.make_forward under torch.inference_mode (tools/test.py)', 'rows': []}
     for name in args.nets:
         record['rows'] += bench_net(name, args, device, lr_hw)
     record['machine']['loadavg_end'] = [round(v, 2) for v in os.getloadavg()]

@@ -1,4 +1,4 @@
-"""How long the damage check at LMDB open takes (:mod:`data.lmdb_check`, issue 16 point 9).
+"""How long the damage check at LMDB open takes (:mod:`ckdsr.data.lmdb_check`, issue 16 point 9).
 
     python benchmarks/lmdb_check.py [--keys 32208] [--repeats 7] [--out benchmarks/results/lmdb_check.md]
 
@@ -27,9 +27,9 @@ import time  # noqa: E402
 
 import lmdb  # noqa: E402
 
-from data.file_client import LmdbBackend, open_lmdb_readonly  # noqa: E402
-from data.lmdb_check import check_keys, check_size  # noqa: E402
-from data.lmdb_format import RAW, MetaEntry, read_meta_info, write_meta_info  # noqa: E402
+from ckdsr.data.file_client import LmdbBackend, open_lmdb_readonly  # noqa: E402
+from ckdsr.data.lmdb_check import check_keys, check_size  # noqa: E402
+from ckdsr.data.lmdb_format import RAW, MetaEntry, read_meta_info, write_meta_info  # noqa: E402
 
 DIV2K_KEYS = 32208  # DIV2K train HR: 800 images cut into 480x480 sub-images with step 240
 

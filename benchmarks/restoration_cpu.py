@@ -57,7 +57,7 @@ def make_sets(tmp: Path):
 
 def shrink(tree, sets, tmp: Path, iters: int, name: str, net_g=None, teacher_path=None):
     """The option tree with small nets, data, patches and a schedule scaled to ``iters``."""
-    from utils.options import load_options
+    from ckdsr.utils.options import load_options
     from tests.helpers.tiny_run import write_options
     tree = copy.deepcopy(tree)
     task = tree['name'].split('_')[-1]
@@ -90,14 +90,14 @@ def shrink(tree, sets, tmp: Path, iters: int, name: str, net_g=None, teacher_pat
 
 
 def score(net, dataset, metrics):
-    from engine.evaluation import average, evaluate_dataset, make_forward
+    from ckdsr.engine.evaluation import average, evaluate_dataset, make_forward
     net.eval()
     return average(evaluate_dataset(make_forward(net, 1), dataset, 1, metrics))
 
 
 def train(opt):
     """``(trainer, seconds, l_total of every step)`` after running ``opt`` to its total_iter."""
-    from engine.trainer import Trainer
+    from ckdsr.engine.trainer import Trainer
     start = time.perf_counter()
     trainer = Trainer(opt)
     totals = []
@@ -128,9 +128,9 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     import torch
     torch.set_num_threads(1)
-    from engine.data_setup import build_dataset
-    from engine.evaluation import metric_conventions
-    from utils.options import read_yaml
+    from ckdsr.engine.data_setup import build_dataset
+    from ckdsr.engine.evaluation import metric_conventions
+    from ckdsr.utils.options import read_yaml
 
     rows, teachers = [], {}
     with tempfile.TemporaryDirectory(prefix='restoration_cpu_') as tmp_name:

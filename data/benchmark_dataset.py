@@ -6,12 +6,12 @@ from typing import Any, Dict, Optional
 
 from torch.utils.data import Dataset
 
-from data.bicubic_lr import list_images, lr_file_name, lr_subdir
-from data.image_io import read_image
-from data.matlab_imresize import bicubic_downsample, modcrop
-from data.sample_key import Key, unpack_key
-from data.transforms import mod_crop_to_lq, to_tensor
-from utils.registry import DATASET_REGISTRY
+from ckdsr.data.bicubic_lr import list_images, lr_file_name, lr_subdir
+from ckdsr.data.image_io import read_image
+from ckdsr.data.matlab_imresize import bicubic_downsample, modcrop
+from ckdsr.data.sample_key import Key, unpack_key
+from ckdsr.data.transforms import mod_crop_to_lq, to_tensor
+from ckdsr.utils.registry import DATASET_REGISTRY
 
 logger = logging.getLogger(__name__)
 

@@ -4,8 +4,8 @@ from multiprocessing import Pool
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from data.image_io import is_image_file, read_image, write_png
-from data.matlab_imresize import bicubic_downsample
+from ckdsr.data.image_io import is_image_file, read_image, write_png
+from ckdsr.data.matlab_imresize import bicubic_downsample
 
 
 def lr_file_name(stem: str, scale: int) -> str:

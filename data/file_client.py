@@ -3,8 +3,8 @@
 ``io_backend: {type: disk | lmdb | memory, ...}`` in an option file picks one per data root:
 
 - ``disk``: a folder of image files; keys are file names relative to the folder.
-- ``lmdb``: a ``.lmdb`` folder (see :mod:`data.lmdb_format`), PNG or raw values; checked for
-  damage at construction (:mod:`data.lmdb_check`: truncated ``data.mdb``, listed keys missing),
+- ``lmdb``: a ``.lmdb`` folder (see :mod:`ckdsr.data.lmdb_format`), PNG or raw values; checked for
+  damage at construction (:mod:`ckdsr.data.lmdb_check`: truncated ``data.mdb``, listed keys missing),
   then opened lazily in each process (so forked DataLoader workers get their own handle),
   read-only, ``lock=False``.
 - ``memory``: a folder or an LMDB decoded to uint8 once, at construction (forked workers
@@ -19,11 +19,11 @@ from typing import Any, Dict, List, Mapping, Tuple
 
 import numpy as np
 
-from data.image_io import decode_image, is_image_file, read_image
-from data.lmdb_check import LmdbDamagedError, check_lmdb
-from data.lmdb_format import FORMAT_KEY, RAW, RAW_MARKER, read_meta_info
-from utils.registry import Registry
-from utils.suggest import did_you_mean
+from ckdsr.data.image_io import decode_image, is_image_file, read_image
+from ckdsr.data.lmdb_check import LmdbDamagedError, check_lmdb
+from ckdsr.data.lmdb_format import FORMAT_KEY, RAW, RAW_MARKER, read_meta_info
+from ckdsr.utils.registry import Registry
+from ckdsr.utils.suggest import did_you_mean
 
 STORAGE_BACKENDS = Registry('storage backend')
 
@@ -113,7 +113,7 @@ class LmdbBackend(StorageBackend):
 
     def _check(self) -> None:
         """Fail now, with one line, on a truncated ``data.mdb`` or a listed key the database lacks
-        (:mod:`data.lmdb_check`); nothing but LMDB's meta page and B-tree is read.
+        (:mod:`ckdsr.data.lmdb_check`); nothing but LMDB's meta page and B-tree is read.
 
         The check uses the process's open handle if there is one, else a handle of its own that it
         closes again: py-lmdb refuses to open an environment that is already open in the process,

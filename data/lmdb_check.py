@@ -23,7 +23,7 @@ key (in ``meta_info.txt`` order) or the size mismatch.
 import os
 from typing import Any, Mapping, Optional
 
-from data.lmdb_format import META_INFO, RAW
+from ckdsr.data.lmdb_format import META_INFO, RAW
 
 
 class LmdbDamagedError(ValueError):

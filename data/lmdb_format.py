@@ -1,4 +1,4 @@
-"""The on-disk LMDB layout shared by the writer (``data.lmdb_writer``) and the reader backend.
+"""The on-disk LMDB layout shared by the writer (``ckdsr.data.lmdb_writer``) and the reader backend.
 
 A database is a folder ``<name>.lmdb`` holding LMDB's ``data.mdb`` / ``lock.mdb`` plus
 ``meta_info.txt`` with one line per image, BasicSR's format::
@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Iterable, Tuple
 
-from data.image_io import IMAGE_EXTENSIONS
+from ckdsr.data.image_io import IMAGE_EXTENSIONS
 
 META_INFO = 'meta_info.txt'
 #: marker key written into raw-format databases; its value is :data:`RAW_MARKER`

@@ -29,11 +29,11 @@ from typing import Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from data.bicubic_lr import find_lr_file, list_images, lr_subdir
-from data.image_io import encode_png, read_image, read_image_size
-from data.lmdb_format import FORMAT_KEY, FORMATS, PNG, RAW, RAW_MARKER, MetaEntry, write_meta_info
-from data.matlab_imresize import bicubic_downsample, modcrop
-from data.subimages import subimage_grid, subimage_name
+from ckdsr.data.bicubic_lr import find_lr_file, list_images, lr_subdir
+from ckdsr.data.image_io import encode_png, read_image, read_image_size
+from ckdsr.data.lmdb_format import FORMAT_KEY, FORMATS, PNG, RAW, RAW_MARKER, MetaEntry, write_meta_info
+from ckdsr.data.matlab_imresize import bicubic_downsample, modcrop
+from ckdsr.data.subimages import subimage_grid, subimage_name
 
 Scale = Union[int, Sequence[int]]
 # one job = one HR image: (hr_path, LR path or None (= make it) per scale, scales, crop, step,
@@ -274,15 +274,25 @@ def create_paired_lmdb(hr_dir: os.PathLike, out_dir: os.PathLike, scale: Scale =
                                      thresh_size)
     out_dir.mkdir(parents=True, exist_ok=True)
     _remove_stale_partials(out_dir, prefix)
-    tmp = out_dir / f'.{prefix}_sub.partial-{os.getpid()}'
+    write_lmdbs(out_dir / f'.{prefix}_sub.partial-{os.getpid()}', targets, _run_jobs(jobs, workers), len(jobs),
+                f'{prefix} x{",".join(map(str, scales))} {fmt}', fmt=fmt, compress_level=compress_level,
+                map_size=map_size, overwrite=overwrite, progress=progress)
+    return targets
+
+
+def write_lmdbs(tmp: Path, targets: Sequence[Path], images: Iterable[Iterable[_Record]], total: int, desc: str, *,
+                fmt: str, compress_level: int, map_size: int, overwrite: bool, progress: bool) -> None:
+    """Write one LMDB per target from ``images`` (per image, its records: a key and one encoded
+    ``(value, shape)`` per target), into the folder ``tmp`` first; the databases are moved into place
+    only once all are complete, and ``tmp`` is removed whatever happens. ``total`` images for the bar."""
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
-    sinks = []
+    sinks: List[_LmdbSink] = []
     try:
         sinks = [_LmdbSink(tmp / t.name, map_size) for t in targets]
         comp = RAW if fmt == RAW else str(compress_level)
-        bar = _progress_bar(len(jobs), f'{prefix} x{",".join(map(str, scales))} {fmt}', progress)
-        for records in _run_jobs(jobs, workers):
+        bar = _progress_bar(total, desc, progress)
+        for records in images:
             for key, values in records:
                 for sink, (value, shape) in zip(sinks, values):
                     sink.put(key, value, MetaEntry(key, tuple(shape), comp))
@@ -295,7 +305,6 @@ def create_paired_lmdb(hr_dir: os.PathLike, out_dir: os.PathLike, scale: Scale =
         for sink in sinks:
             sink.close()
         shutil.rmtree(tmp, ignore_errors=True)
-    return targets
 
 
 def _move_into_place(tmp: Path, targets: Sequence[Path], overwrite: bool) -> None:

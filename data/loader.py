@@ -6,7 +6,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from data.sampler import EnlargedSampler
+from ckdsr.data.sampler import EnlargedSampler
 
 #: keys of a dataset option block that configure the loader, not the dataset constructor
 LOADER_KEYS = ('batch_size_per_gpu', 'num_worker_per_gpu', 'dataset_enlarge_ratio', 'use_shuffle',

@@ -4,11 +4,11 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from torch.utils.data import Dataset
 
-from data.file_client import StorageBackend, build_backend
-from data.matlab_imresize import bicubic_downsample, modcrop
-from data.sample_key import Key, unpack_key
-from data.transforms import augment, mod_crop_to_lq, paired_random_crop, random_crop, to_tensor
-from utils.registry import DATASET_REGISTRY
+from ckdsr.data.file_client import StorageBackend, build_backend
+from ckdsr.data.matlab_imresize import bicubic_downsample, modcrop
+from ckdsr.data.sample_key import Key, unpack_key
+from ckdsr.data.transforms import augment, mod_crop_to_lq, paired_random_crop, random_crop, to_tensor
+from ckdsr.utils.registry import DATASET_REGISTRY
 
 
 def read_name_list(meta_info_file: str) -> List[str]:

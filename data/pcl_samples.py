@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from data.degradations import rand_uniform, random_gaussian_blur
+from ckdsr.data.degradations import rand_uniform, random_gaussian_blur
 
 _SMOOTH = torch.tensor([[1.0, 1.0, 1.0], [1.0, 5.0, 1.0], [1.0, 1.0, 1.0]]) / 13.0
 

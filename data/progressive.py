@@ -8,7 +8,7 @@ the last stage continues past the sum. ``iters`` are stage *lengths*, as in the 
 The schedule is a function of the number of batches handed to the training loop, which the sampler
 counts and keeps in its ``state_dict`` (beside epoch and position), so a resumed run continues with
 the same stage, the same keys and therefore the same batches. Each key is ``(index, seed, patch size)``
-(see :func:`data.restoration_dataset.unpack_restoration_key`); a batch never mixes patch sizes.
+(see :func:`ckdsr.data.restoration_dataset.unpack_restoration_key`); a batch never mixes patch sizes.
 """
 import bisect
 from itertools import accumulate
@@ -16,8 +16,8 @@ from typing import Any, Dict, Iterator, List, Mapping, Sequence, Tuple
 
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from data.loader import WorkerSeeder
-from data.sampler import EnlargedSampler
+from ckdsr.data.loader import WorkerSeeder
+from ckdsr.data.sampler import EnlargedSampler
 
 OPTION = 'datasets.train.progressive'
 
@@ -114,7 +114,7 @@ class _ProgressiveBatches(Sampler):
 
 
 class ProgressiveLoader:
-    """Like :class:`data.loader.ResumableLoader`: advances the sampler's position and batch count as
+    """Like :class:`ckdsr.data.loader.ResumableLoader`: advances the sampler's position and batch count as
     each batch reaches the caller, so ``sampler.state_dict()`` after a step resumes after that step."""
 
     def __init__(self, loader: DataLoader, sampler: ProgressiveSampler, batches: _ProgressiveBatches):

@@ -9,11 +9,11 @@ Folder layouts (as distributed by the NAFNet / Restormer data scripts):
 
 With ``io_backend: {type: lmdb}`` both read ``<dataroot>/<lq dir>.lmdb`` and ``<dataroot>/<gt dir>.lmdb``
 (``blur``/``sharp``, ``input``/``target``) as written by ``tools/create_lmdb.py --task gopro|rain``
-(:mod:`data.restoration_lmdb`); the two databases must hold the same keys.
+(:mod:`ckdsr.data.restoration_lmdb`); the two databases must hold the same keys.
 
 Training items are aligned ``gt_size`` crops (the shared transforms at scale 1) with flips /
 rotations; test items are whole images. A key may carry its own patch size (``(index, seed, size)``
-from :mod:`data.progressive`'s batch schedule), which then replaces ``gt_size``.
+from :mod:`ckdsr.data.progressive`'s batch schedule), which then replaces ``gt_size``.
 """
 import os
 import random
@@ -22,10 +22,10 @@ from typing import Any, Dict, List, Optional, Tuple, Union
 
 from torch.utils.data import Dataset
 
-from data.file_client import build_backend
-from data.image_io import is_image_file
-from data.transforms import augment, check_pair, paired_random_crop, to_tensor
-from utils.registry import DATASET_REGISTRY
+from ckdsr.data.file_client import build_backend
+from ckdsr.data.image_io import is_image_file
+from ckdsr.data.transforms import augment, check_pair, paired_random_crop, to_tensor
+from ckdsr.utils.registry import DATASET_REGISTRY
 
 #: ``(index, seed, patch size)``: a seeded key with the progressive schedule's patch size
 RestorationKey = Union[int, Tuple[int, int], Tuple[int, int, int]]

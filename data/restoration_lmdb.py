@@ -1,7 +1,7 @@
-"""LMDBs of scale-1 restoration pairs (GoPro, deraining) in the format of :mod:`data.lmdb_format`.
+"""LMDBs of scale-1 restoration pairs (GoPro, deraining) in the format of :mod:`ckdsr.data.lmdb_format`.
 
 ``create_restoration_lmdb(root, out_dir, task)`` lists the pairs of a ``gopro`` or ``rain`` folder
-(:mod:`data.restoration_dataset`), optionally cuts aligned sub-images (``crop_size`` / ``step``, as
+(:mod:`ckdsr.data.restoration_dataset`), optionally cuts aligned sub-images (``crop_size`` / ``step``, as
 BasicSR's ``extract_subimages``; ``crop_size=0`` stores whole images) and writes::
 
     <out_dir>/blur.lmdb  + <out_dir>/sharp.lmdb      (task gopro; keys <sequence>_<stem>[_s001])
@@ -13,22 +13,17 @@ when complete. The NAFNet / Restormer data scripts crop GoPro into 512 px tiles 
 keep Rain13K whole; those are the defaults of tools/create_lmdb.py --task.
 """
 import os
-import shutil
 from pathlib import Path
 from typing import Iterator, List, Optional, Tuple
 
 import numpy as np
 
-from data.image_io import encode_png, read_image, read_image_size
-from data.lmdb_format import FORMATS, PNG, RAW, MetaEntry
-from data.lmdb_writer import _LmdbSink, _move_into_place, _progress_bar
-from data.restoration_dataset import RESTORATION_LAYOUTS
-from data.subimages import subimage_grid, subimage_name
-from data.transforms import check_pair
-
-
-def _encode(img: np.ndarray, fmt: str, level: int) -> bytes:
-    return np.ascontiguousarray(img).tobytes() if fmt == RAW else encode_png(img, level)
+from ckdsr.data.image_io import read_image, read_image_size
+from ckdsr.data.lmdb_format import FORMATS, PNG
+from ckdsr.data.lmdb_writer import _encode, write_lmdbs
+from ckdsr.data.restoration_dataset import RESTORATION_LAYOUTS
+from ckdsr.data.subimages import subimage_grid, subimage_name
+from ckdsr.data.transforms import check_pair
 
 
 def cut_restoration_pair(key: str, lq_path: str, gt_path: str, crop_size: int, step: int,
@@ -45,6 +40,14 @@ def cut_restoration_pair(key: str, lq_path: str, gt_path: str, crop_size: int, s
                          'or 0 (whole images)')
     for i, (y, x) in enumerate(subimage_grid(h, w, crop_size, step, thresh_size), 1):
         yield subimage_name(key, i), lq[y:y + crop_size, x:x + crop_size], gt[y:y + crop_size, x:x + crop_size]
+
+
+def _encoded_pair(key: str, lq_path: str, gt_path: str, crop_size: int, step: int, thresh_size: int, fmt: str,
+                  level: int) -> Iterator[Tuple[str, List[Tuple[bytes, Tuple[int, ...]]]]]:
+    """The records :func:`ckdsr.data.lmdb_writer.write_lmdbs` stores for one pair: per sub-image its key
+    and the encoded ``(value, shape)`` of the lq tile, then of the gt tile."""
+    for sub_key, *tiles in cut_restoration_pair(key, lq_path, gt_path, crop_size, step, thresh_size):
+        yield sub_key, [(_encode(tile, fmt, level), tile.shape) for tile in tiles]
 
 
 def create_restoration_lmdb(root: os.PathLike, out_dir: os.PathLike, task: str, *, crop_size: int = 0,
@@ -73,25 +76,7 @@ def create_restoration_lmdb(root: os.PathLike, out_dir: os.PathLike, task: str, 
         if crop_size:
             map_size += int(pixels * 3 * 2 * ((crop_size / step) ** 2))
     out_dir.mkdir(parents=True, exist_ok=True)
-    tmp = out_dir / f'.restoration.partial-{os.getpid()}'
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    sinks: List[_LmdbSink] = []
-    try:
-        sinks = [_LmdbSink(tmp / t.name, map_size) for t in targets]
-        comp = RAW if fmt == RAW else str(compress_level)
-        bar = _progress_bar(len(pairs), f'{task} {fmt}', progress)
-        for key, lq_path, gt_path in pairs:
-            for sub_key, *tiles in cut_restoration_pair(key, lq_path, gt_path, crop_size, step, thresh_size):
-                for sink, tile in zip(sinks, tiles):
-                    sink.put(sub_key, _encode(tile, fmt, compress_level), MetaEntry(sub_key, tuple(tile.shape), comp))
-            bar.update(1)
-        bar.close()
-        for sink in sinks:
-            sink.finish(fmt)
-        _move_into_place(tmp, targets, overwrite)
-    finally:
-        for sink in sinks:
-            sink.close()
-        shutil.rmtree(tmp, ignore_errors=True)
+    images = (_encoded_pair(*pair, crop_size, step, thresh_size, fmt, compress_level) for pair in pairs)
+    write_lmdbs(out_dir / f'.restoration.partial-{os.getpid()}', targets, images, len(pairs), f'{task} {fmt}',
+                fmt=fmt, compress_level=compress_level, map_size=map_size, overwrite=overwrite, progress=progress)
     return targets  # (lq, gt)

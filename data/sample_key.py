@@ -1,6 +1,6 @@
 """Dataset keys that carry their own random seed.
 
-The training loader (``data.loader``) passes ``(index, seed)`` tuples to datasets that set
+The training loader (``ckdsr.data.loader``) passes ``(index, seed)`` tuples to datasets that set
 ``accepts_seeded_keys = True``; the seed depends only on ``(seed, epoch, position in the
 epoch)``, so a sample's crop and flips do not depend on which worker loads it, how many
 workers there are, or whether the run was resumed. Plain ``int`` keys still work: the sample

@@ -4,7 +4,7 @@ Like BasicSR's EnlargedSampler, an epoch covers ``ratio * data_size`` virtual in
 up to a multiple of ``world_size``), permuted deterministically from ``(seed, epoch)``, taken
 modulo ``data_size`` and dealt round-robin to the ranks. Each position also gets a sample
 seed from ``(seed, epoch, global position)`` for per-sample augmentation (see
-:mod:`data.sample_key`).
+:mod:`ckdsr.data.sample_key`).
 
 ``position`` counts this rank's samples already *consumed* in the current epoch. The
 training loader advances it as batches reach the training loop (not when workers prefetch

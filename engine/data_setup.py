@@ -1,12 +1,12 @@
 """Datasets and loaders from the ``datasets:`` option block."""
 from typing import Any, Dict, Tuple
 
-import data  # noqa: F401  (fills DATASET_REGISTRY)
-from data.lmdb_check import LmdbDamagedError
-from models.option_schema import LOADER_FIELDS
-from utils.build import build_from_cfg
-from utils.option_spec import signature_params
-from utils.registry import DATASET_REGISTRY
+import ckdsr.data  # noqa: F401  (fills DATASET_REGISTRY)
+from ckdsr.data.lmdb_check import LmdbDamagedError
+from ckdsr.models.option_schema import LOADER_FIELDS
+from ckdsr.utils.build import build_from_cfg
+from ckdsr.utils.option_spec import signature_params
+from ckdsr.utils.registry import DATASET_REGISTRY
 
 
 def dataset_phase(key: str, cfg: Dict[str, Any]) -> str:
@@ -32,9 +32,9 @@ def build_dataset(key: str, cfg: Dict[str, Any], scale: int):
 
 def build_train_loader(cfg: Dict[str, Any], dataset, seed: int, rank: int, world_size: int) -> Tuple[Any, Any]:
     """``(loader, sampler)`` for the training set (a progressive schedule if ``progressive`` is set)."""
-    from data.loader import build_dataloader
+    from ckdsr.data.loader import build_dataloader
     if cfg.get('progressive'):
-        from data.progressive import build_progressive_loader
+        from ckdsr.data.progressive import build_progressive_loader
         return build_progressive_loader(
             dataset, cfg['progressive'], num_worker_per_gpu=cfg.get('num_worker_per_gpu', 0),
             dataset_enlarge_ratio=cfg.get('dataset_enlarge_ratio', 1), use_shuffle=cfg.get('use_shuffle', True),

@@ -3,7 +3,7 @@
 Both take the network the way ``tools/test.py`` does: ``-opt FILE [--set key=value ...]`` (a test or
 train option file: ``scale``, ``network_g``, ``path.pretrain_network_g``), or ``--arch NAME
 [--set ctor_opt=value ...] --weights PATH --scale S``. The net is built and loaded by
-:func:`engine.test_runner.build_test_network`, so every checkpoint layout ``tools/test.py`` reads
+:func:`ckdsr.engine.test_runner.build_test_network`, so every checkpoint layout ``tools/test.py`` reads
 (BasicSR ``params``/``params_ema``, EDSR-PyTorch, RCAN, SwinIR, CARN-pytorch) works here too.
 """
 import argparse
@@ -12,9 +12,9 @@ from typing import Any, Dict, List, Tuple
 
 from torch import nn
 
-from data.image_io import is_image_file
-from engine.test_runner import EvalSetupError, build_test_network, options_from_file, parse_arch_sets
-from utils.option_spec import OptionError, paths_unchecked
+from ckdsr.data.image_io import is_image_file
+from ckdsr.engine.test_runner import EvalSetupError, build_test_network, options_from_file, parse_arch_sets
+from ckdsr.utils.option_spec import OptionError, paths_unchecked
 
 
 def add_network_args(p: argparse.ArgumentParser) -> None:

@@ -2,7 +2,7 @@
 
 Works on a paper option file before its datasets and weights exist: the option file is validated
 (every mistake other than a missing file is still an error), each missing file is listed with
-the option key and where it is published or which command makes it (:mod:`utils.external_files`),
+the option key and where it is published or which command makes it (:mod:`ckdsr.utils.external_files`),
 and every top-level ``network_*`` is built on the meta device to print its parameter count. When
 the weight files are all there, the whole model is built on the CPU and checked as a real run is
 (one tiny forward per network, tap and layer-weight counts), still without reading any data.
@@ -12,7 +12,7 @@ from typing import Any, Dict, Iterable, List, Optional, TextIO, Tuple
 
 import torch
 
-from utils.option_spec import OptionError, paths_unchecked
+from ckdsr.utils.option_spec import OptionError, paths_unchecked
 
 MISSING = 'file or folder not found'
 
@@ -23,7 +23,7 @@ def load_allowing_missing(path: str, sets: Iterable[str] = (), force_yml: Iterab
 
     Only missing files are tolerated; any other problem raises the usual OptionError.
     """
-    from utils.options import load_options
+    from ckdsr.utils.options import load_options
     try:
         return load_options(path, sets, force_yml), []
     except OptionError as err:
@@ -38,8 +38,8 @@ def load_allowing_missing(path: str, sets: Iterable[str] = (), force_yml: Iterab
 
 def network_blocks(opt: Dict[str, Any]) -> List[Tuple[str, Dict[str, Any]]]:
     """Every top-level ``network_*`` block, with ``upscale`` filled from ``scale`` as a run does."""
-    from utils.option_spec import signature_params
-    from utils.registry import ARCH_REGISTRY
+    from ckdsr.utils.option_spec import signature_params
+    from ckdsr.utils.registry import ARCH_REGISTRY
     blocks = []
     for key, cfg in opt.items():
         if key.startswith('network_') and isinstance(cfg, dict) and 'type' in cfg:
@@ -52,9 +52,10 @@ def network_blocks(opt: Dict[str, Any]) -> List[Tuple[str, Dict[str, Any]]]:
 
 
 def build_on_meta(cfg: Dict[str, Any]) -> torch.nn.Module:
-    """Build ``cfg`` without allocating its weights (the CPU where an arch cannot use meta)."""
-    from utils.build import build_from_cfg
-    from utils.registry import ARCH_REGISTRY
+    """Build ``cfg`` on the meta device, without allocating its weights (archs that cannot are built
+    on the CPU); also what ``tools/model_info.py`` measures."""
+    from ckdsr.utils.build import build_from_cfg
+    from ckdsr.utils.registry import ARCH_REGISTRY
     try:
         with torch.device('meta'):
             return build_from_cfg(cfg, ARCH_REGISTRY)
@@ -63,7 +64,7 @@ def build_on_meta(cfg: Dict[str, Any]) -> torch.nn.Module:
 
 
 def network_lines(opt: Dict[str, Any]) -> List[str]:
-    from utils.complexity import count_params, params_text
+    from ckdsr.utils.complexity import count_params, params_text
     lines = []
     for key, cfg in network_blocks(opt):
         lines.append(f'{key}: {cfg["type"]}  {params_text(count_params(build_on_meta(cfg)))}')
@@ -88,7 +89,7 @@ def dry_run(path: str, sets: Iterable[str] = (), force_yml: Iterable[str] = (),
         for line in missing:
             print(f'  {line}', file=out)
     if not weights_missing(missing):
-        from models import build_model
+        from ckdsr.models import build_model
         build_model(opt, is_train=True, device=torch.device('cpu'))  # raises OptionError naming the key
         print('model built and checked on the CPU (one tiny forward per network; tap and layer-weight '
               'counts)', file=out)

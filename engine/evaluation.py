@@ -11,11 +11,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from data.image_io import write_png as write_image
-from metrics import tensor2img
-from models.inference import self_ensemble_forward, tiled_forward
-from utils.dist import all_gather_object
-from utils.registry import METRIC_REGISTRY
+from ckdsr.data.image_io import write_png as write_image
+from ckdsr.metrics import tensor2img
+from ckdsr.models.inference import self_ensemble_forward, tiled_forward
+from ckdsr.utils.dist import all_gather_object
+from ckdsr.utils.registry import METRIC_REGISTRY
 
 #: metric settings of the evaluation protocol (DESIGN section 6); Y in float, as BasicSR
 DEFAULT_METRICS = {

@@ -12,7 +12,7 @@ from typing import Dict, Optional
 
 import torch
 
-from utils.dist import all_reduce_mean
+from ckdsr.utils.dist import all_reduce_mean
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 

@@ -1,11 +1,11 @@
 """Benchmark results as a text table, JSON and CSV (``tools/test.py``).
 
 A run produces one :class:`DatasetResult` per (dataset, scale): the per-image rows that
-:func:`engine.evaluation.evaluate_dataset` returns, each with the seconds its forward pass took
+:func:`ckdsr.engine.evaluation.evaluate_dataset` returns, each with the seconds its forward pass took
 (``time_s``), their average, and how long the whole set took (``wall_s``: reading, forward,
 scoring, saving). Every output names the Y convention its scores used (``y_convention``:
 'basicsr' float Y, 'matlab' uint8-rounded Y, 'rgb' when no metric is on Y; see
-:mod:`metrics.color`): a column of the table and of the CSV, a key of each JSON result.
+:mod:`ckdsr.metrics.color`): a column of the table and of the CSV, a key of each JSON result.
 """
 import csv
 import json

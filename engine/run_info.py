@@ -14,7 +14,7 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 import torch
 from torch import nn
 
-from utils.complexity import count_params, params_text
+from ckdsr.utils.complexity import count_params, params_text
 
 #: the checkout this module belongs to (the repository root when run from a clone)
 CODE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -116,7 +116,7 @@ def helper_nets(components: Iterable[Any], skip: Iterable[nn.Module] = ()) -> Li
 
 def network_lines(model: Any) -> List[str]:
     """One line per network: the student, the teacher (KD runs) and each helper net."""
-    from models.network_io import unwrap
+    from ckdsr.models.network_io import unwrap
     student = unwrap(model.net_g)
     ema = getattr(model, 'ema', None)
     note = f'  (+ EMA copy, decay {ema.decay})' if ema is not None else ''

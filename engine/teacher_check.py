@@ -3,8 +3,8 @@
 A KD run learns from its teacher's outputs, so a teacher that upscales worse than plain bicubic
 interpolation (wrong ``scale``/``upscale``, the wrong weights file or ``param_key_t``, inputs in
 another range than it was trained on) wastes the whole run. This check runs the teacher and MATLAB
-bicubic (:func:`data.matlab_imresize.imresize_torch`, the "Bicubic" row of SR tables) over the
-first validation set with the validation code (:func:`engine.evaluation.evaluate_dataset`; under
+bicubic (:func:`ckdsr.data.matlab_imresize.imresize_torch`, the "Bicubic" row of SR tables) over the
+first validation set with the validation code (:func:`ckdsr.engine.evaluation.evaluate_dataset`; under
 DDP each rank scores its share and the results are gathered), and compares the first metric.
 Cost: one teacher forward and one bicubic resize per image of that set. The global random
 generators are restored afterwards, so the check leaves training (and exact resume) as it was.
@@ -15,9 +15,9 @@ from typing import Any, Dict, Mapping, Optional
 
 import torch
 
-from data.matlab_imresize import imresize_torch
-from engine.evaluation import average, evaluate_dataset, make_forward
-from utils.rng import get_rng_state, set_rng_state
+from ckdsr.data.matlab_imresize import imresize_torch
+from ckdsr.engine.evaluation import average, evaluate_dataset, make_forward
+from ckdsr.utils.rng import get_rng_state, set_rng_state
 
 logger = logging.getLogger('ckdsr')
 

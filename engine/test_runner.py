@@ -11,9 +11,9 @@ datasets.test_*, val.{metrics, self_ensemble, tile, tile_overlap}``):
 
 :func:`run_test` then builds every dataset first (a bad folder fails before any weights load),
 builds the network for the tree's scale (``upscale`` comes from ``scale`` unless the block sets
-it; a mismatch is an error), loads the weights with :func:`archs.checkpoint_layouts.load_pretrained`
+it; a mismatch is an error), loads the weights with :func:`ckdsr.archs.checkpoint_layouts.load_pretrained`
 (BasicSR ``params``/``params_ema``, EDSR-PyTorch, RCAN, SwinIR and CARN-pytorch layouts) and scores
-each set with :func:`engine.evaluation.evaluate_dataset`, timing every forward pass.
+each set with :func:`ckdsr.engine.evaluation.evaluate_dataset`, timing every forward pass.
 """
 import os
 import time
@@ -22,10 +22,10 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import torch
 
-from engine.data_setup import build_dataset, dataset_phase
-from engine.evaluation import DEFAULT_METRICS, evaluate_dataset, make_forward, with_y_convention
-from engine.report import DatasetResult, y_convention_label
-from utils.option_spec import OptionError
+from ckdsr.engine.data_setup import build_dataset, dataset_phase
+from ckdsr.engine.evaluation import DEFAULT_METRICS, evaluate_dataset, make_forward, with_y_convention
+from ckdsr.engine.report import DatasetResult, y_convention_label
+from ckdsr.utils.option_spec import OptionError
 
 EVAL_PHASES = ('val', 'test')
 WARM_UP_SIZE = 48  # LR pixels
@@ -38,13 +38,13 @@ class EvalSetupError(RuntimeError):
 # ----------------------------------------------------------------------------- option trees
 def options_from_file(path: str, sets: Sequence[str] = ()) -> Dict[str, Any]:
     """Read, override (``--set a.b=v``) and validate a test option file."""
-    from utils.options import load_options
+    from ckdsr.utils.options import load_options
     return load_options(path, sets=sets)
 
 
 def parse_arch_sets(items: Sequence[str]) -> Dict[str, Any]:
     """``['num_feat=64', 'depths=[6,6]']`` -> ``{'num_feat': 64, 'depths': [6, 6]}`` (YAML values)."""
-    from utils.options import yaml_value
+    from ckdsr.utils.options import yaml_value
     out = {}
     for item in items:
         key, sep, value = item.partition('=')
@@ -74,8 +74,8 @@ def options_from_arch(arch: str, weights: str, scale: int, datasets: Sequence[st
     """The test option tree of the direct form, validated like a file (``source`` names the flags).
 
     ``y_convention`` ('basicsr' | 'matlab', ``--y-convention``) is set on the PSNR/SSIM metrics."""
-    from models.option_schema import schema_for
-    from utils.options import validate_tree
+    from ckdsr.models.option_schema import schema_for
+    from ckdsr.utils.options import validate_tree
     if not datasets:
         raise OptionError(['--datasets: give at least one folder holding HR/ (and LR_bicubic/X<s>/)'],
                           source='tools/test.py')
@@ -149,8 +149,8 @@ def build_eval_datasets(opt: Dict[str, Any]) -> Dict[str, Any]:
 
 def build_test_network(opt: Dict[str, Any]):
     """``(net, load report)``: ``network_g`` built for ``opt['scale']`` with its weights loaded."""
-    from archs.checkpoint_layouts import load_pretrained
-    from models.network_io import build_network
+    from ckdsr.archs.checkpoint_layouts import load_pretrained
+    from ckdsr.models.network_io import build_network
     scale = opt['scale']
     cfg = opt['network_g']
     if cfg.get('upscale', scale) != scale:

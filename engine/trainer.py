@@ -22,20 +22,20 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 
-from engine.data_setup import build_dataset, build_train_loader, dataset_phase, eval_datasets
-from engine.evaluation import average, evaluate_dataset, make_forward
-from engine.experiment import ExperimentPaths, experiment_paths
-from engine.graceful_stop import StopRequest
-from engine.run_info import run_info_lines
-from engine.teacher_check import check_teacher, log_teacher_check
-from models import build_model
-from models.base_model import NonFiniteLossError
-from utils.checkpoint import load_state, remove_stale_temps, save_atomic, scan_states
-from utils.dist import all_gather_object, barrier, broadcast_object, get_dist_info
-from utils.logger import get_root_logger, init_tb_logger
-from utils.options import save_options
-from utils.progress import MessageLogger, training_bar
-from utils.rng import get_rng_state, seed_everything, set_rng_state
+from ckdsr.engine.data_setup import build_dataset, build_train_loader, dataset_phase, eval_datasets
+from ckdsr.engine.evaluation import average, evaluate_dataset, make_forward
+from ckdsr.engine.experiment import ExperimentPaths, experiment_paths
+from ckdsr.engine.graceful_stop import StopRequest
+from ckdsr.engine.run_info import run_info_lines
+from ckdsr.engine.teacher_check import check_teacher, log_teacher_check
+from ckdsr.models import build_model
+from ckdsr.models.base_model import NonFiniteLossError
+from ckdsr.utils.checkpoint import load_state, remove_stale_temps, save_atomic, scan_states
+from ckdsr.utils.dist import all_gather_object, barrier, broadcast_object, get_dist_info
+from ckdsr.utils.logger import detach_log_files, get_root_logger, init_tb_logger
+from ckdsr.utils.options import save_options
+from ckdsr.utils.progress import MessageLogger, training_bar
+from ckdsr.utils.rng import get_rng_state, seed_everything, set_rng_state
 
 logger = logging.getLogger('ckdsr')
 
@@ -75,6 +75,7 @@ class Trainer:
     def _setup(self, opt: Dict[str, Any], auto_resume: bool) -> None:
         self.opt = opt
         self.paths: ExperimentPaths = experiment_paths(opt)
+        detach_log_files()  # an earlier run in this process may still hold its train.log
         get_root_logger()  # console only: the log file is attached once the run starts
         self.train_opt = opt['train']
         self.val_opt = opt.get('val') or {}

@@ -15,11 +15,11 @@ reproduces CSD's code without that flag, where the shared-weight teacher also ge
 Several GPUs (issue 17, point 8). Every mean is ``sum / count`` and, per layer, the numerator's and
 the denominator's count are both the anchor's element count (``sum_k mean_{B*F}|a - n_k| =
 sum_{k,B,F}|a - n_k| / (B*F)``). ``reduce: global`` (default) all-reduces the per-layer sums and
-counts over the DDP ranks (:func:`utils.dist_gather.all_reduce_sum`, a few scalars instead of the
+counts over the DDP ranks (:func:`ckdsr.utils.dist_gather.all_reduce_sum`, a few scalars instead of the
 embeddings of the whole batch), so every mean runs over the GLOBAL batch and W GPUs x b images
 compute the value and, after DDP's gradient averaging, the gradient of one process on W*b images.
 Per-sample negatives (DCKD) need nothing else; negatives shared by the batch (CSD) must be the same
-tensor on every rank (:class:`models.distill.negatives.BicubicNegatives` draws them so). With one
+tensor on every rank (:class:`ckdsr.models.distill.negatives.BicubicNegatives` draws them so). With one
 process ``global`` and ``local`` give identical results. ``reduce: local`` takes the means over this
 rank's images only: the released codes' per-GPU ratio. DCKD's release runs 4 GPUs x 16 images
 (``docs/dckd.md``, release row 4: "B16G4") and each process computes ``cri_cl`` on its own batch
@@ -34,8 +34,8 @@ from typing import List, Literal, Sequence, Tuple
 import torch
 from torch import nn
 
-from utils.dist_gather import all_reduce_sum
-from utils.registry import LOSS_REGISTRY
+from ckdsr.utils.dist_gather import all_reduce_sum
+from ckdsr.utils.registry import LOSS_REGISTRY
 
 #: CSD / DCKD layer weights for 5 embedding levels (VGG19 relu1_1..relu5_1, VQGAN levels)
 DEFAULT_WEIGHTS = (1 / 32, 1 / 16, 1 / 8, 1 / 4, 1.0)
@@ -123,7 +123,7 @@ class ContrastiveRatioLoss(nn.Module):
     @property
     def reduces_over_ranks(self) -> bool:
         """True when the loss sums over DDP ranks itself: its inputs must be per-rank signals
-        (checked by :mod:`models.distill.gather`)."""
+        (checked by :mod:`ckdsr.models.distill.gather`)."""
         return self.reduce == 'global'
 
     def ratios(self, anchor: List[torch.Tensor], positive: List[torch.Tensor],

@@ -29,7 +29,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from utils.registry import LOSS_REGISTRY
+from ckdsr.utils.registry import LOSS_REGISTRY
 
 VARIANTS = ('paper', 'official')
 

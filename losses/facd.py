@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from utils.registry import LOSS_REGISTRY
+from ckdsr.utils.registry import LOSS_REGISTRY
 
 NORMALIZE_MODES = ('channel', 'image', 'none')
 DISTANCES = ('l1_ratio', 'infonce')

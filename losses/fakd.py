@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from utils.registry import LOSS_REGISTRY
+from ckdsr.utils.registry import LOSS_REGISTRY
 
 #: live (HW x HW) buffers per tap: the affinity difference, its absolute value, its gradient
 _BUFFERS_PER_TAP = 3

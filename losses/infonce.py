@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from utils.registry import LOSS_REGISTRY
+from ckdsr.utils.registry import LOSS_REGISTRY
 
 
 def mean_cosine_similarity(anchor: torch.Tensor, others: torch.Tensor) -> torch.Tensor:

@@ -27,12 +27,12 @@ The loss in both codes is ``L1Loss`` (mean).
 Exactness: flips and transposes are exact; ``img_range - (img_range - x)`` is exact only for values
 whose float representation allows it (e.g. k/256), not for every k/255.
 """
-from typing import List, Optional, Sequence
+from typing import List, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
 
-from utils.registry import LOSS_REGISTRY
+from ckdsr.utils.registry import LOSS_REGISTRY
 
 OPS = ('invert', 'vflip', 'hflip', 'transpose')  # canonical order, as the released codes apply them
 IDENTITY = 'identity'
@@ -110,6 +110,16 @@ def undo_transforms(y: torch.Tensor, names: Sequence[str], img_range: float = 1.
     """Undo ``names[i]`` on output ``y[i]`` of a batch ``(B, C, H, W)`` (``order``: see
     :func:`undo_transform`)."""
     return _per_image(y, names, lambda x, name, r: undo_transform(x, name, r, order), img_range)
+
+
+def check_ops(ops: Sequence[str], key: str) -> Tuple[str, ...]:
+    """``ops`` as a tuple; a ValueError naming the option ``key`` when it is empty or holds an op not in
+    :data:`OPS`."""
+    ops = tuple(ops)
+    bad = [op for op in ops if op not in OPS]
+    if bad or not ops:
+        raise ValueError(f"{key}: {bad or 'empty'}; choose among {', '.join(OPS)}")
+    return ops
 
 
 def sample_transforms(n: int, generator: Optional[torch.Generator] = None, prob: float = 0.5,

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from utils.registry import LOSS_REGISTRY
+from ckdsr.utils.registry import LOSS_REGISTRY
 
 
 def contrastive_half(anchors: torch.Tensor, competitors: torch.Tensor) -> torch.Tensor:

@@ -3,7 +3,7 @@ from typing import Tuple
 
 import numpy as np
 
-from metrics.color import Y_CONVENTIONS, rgb2y_convention
+from ckdsr.metrics.color import Y_CONVENTIONS, rgb2y_convention
 
 
 def to_hwc(img: np.ndarray, input_order: str = 'HWC') -> np.ndarray:
@@ -20,7 +20,7 @@ def to_hwc(img: np.ndarray, input_order: str = 'HWC') -> np.ndarray:
 def prepare_pair(img: np.ndarray, img2: np.ndarray, crop_border: int, input_order: str,
                  test_y_channel: bool, y_convention: str = 'basicsr') -> Tuple[np.ndarray, np.ndarray]:
     """Float64 HWC copies of both images, ``crop_border`` pixels cut from every side, optionally
-    reduced to the Y channel (H x W x 1) under ``y_convention`` (see :mod:`metrics.color`).
+    reduced to the Y channel (H x W x 1) under ``y_convention`` (see :mod:`ckdsr.metrics.color`).
     Images are RGB in [0, 255] (uint8 or float; 'matlab' Y needs integer values)."""
     if y_convention not in Y_CONVENTIONS:
         raise ValueError(f"y_convention must be one of {', '.join(Y_CONVENTIONS)}, got {y_convention!r}")

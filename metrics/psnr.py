@@ -3,8 +3,8 @@ from typing import Literal
 
 import numpy as np
 
-from metrics.common import prepare_pair
-from utils.registry import METRIC_REGISTRY
+from ckdsr.metrics.common import prepare_pair
+from ckdsr.utils.registry import METRIC_REGISTRY
 
 
 @METRIC_REGISTRY.register()
@@ -17,7 +17,7 @@ def calculate_psnr(img: np.ndarray, img2: np.ndarray, crop_border: int = 0,
     pixels are removed from each side (the protocol uses the scale). ``test_y_channel``: compare
     Y = 16 + (65.481 R + 128.553 G + 24.966 B) / 255 only, kept in float (``y_convention``
     'basicsr', BasicSR) or rounded to uint8 as MATLAB's ``rgb2ycbcr`` on uint8 ('matlab'; see
-    :mod:`metrics.color` for which scripts do that). Identical images give ``inf``.
+    :mod:`ckdsr.metrics.color` for which scripts do that). Identical images give ``inf``.
     """
     a, b = prepare_pair(img, img2, crop_border, input_order, test_y_channel, y_convention)
     mse = np.mean((a - b) ** 2)

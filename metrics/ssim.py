@@ -4,8 +4,8 @@ from typing import Literal
 import cv2
 import numpy as np
 
-from metrics.common import prepare_pair
-from utils.registry import METRIC_REGISTRY
+from ckdsr.metrics.common import prepare_pair
+from ckdsr.utils.registry import METRIC_REGISTRY
 
 _C1 = (0.01 * 255) ** 2
 _C2 = (0.03 * 255) ** 2

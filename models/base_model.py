@@ -11,12 +11,12 @@ from typing import Any, Dict, Iterator, Optional
 import torch
 from torch import nn
 
-from models.ema import ModelEMA
-from models.network_io import build_network, load_weights, to_device, unwrap
-from models.optimizers import build_optimizer
-from models.replica_sync import sync_replicas
-from models.schedulers import build_scheduler
-from utils.dist import all_reduce_mean
+from ckdsr.models.ema import ModelEMA
+from ckdsr.models.network_io import build_network, load_weights, to_device, unwrap
+from ckdsr.models.optimizers import build_optimizer
+from ckdsr.models.replica_sync import sync_replicas
+from ckdsr.models.schedulers import build_scheduler
+from ckdsr.utils.dist import all_reduce_mean
 
 logger = logging.getLogger('ckdsr')
 
@@ -33,7 +33,7 @@ class NonFiniteLossError(RuntimeError):
 def select_device(num_gpu: Any, rank: int = 0) -> torch.device:
     """``num_gpu: 0`` -> CPU; 'auto' or >0 -> this process's CUDA device when CUDA is available.
 
-    Under torchrun, ``utils.dist.init_dist`` has already selected the device of LOCAL_RANK.
+    Under torchrun, ``ckdsr.utils.dist.init_dist`` has already selected the device of LOCAL_RANK.
     """
     if num_gpu == 0 or not torch.cuda.is_available():
         return torch.device('cpu')
@@ -160,13 +160,7 @@ class BaseModel:
                                          f'{current_iter}; lower the learning rate or check the data')
             return {k: v.detach() for k, v in losses.items()}
         self.bad_steps = 0
-        self.scaler.scale(total).backward()
-        self.before_optimizer_step(current_iter)
-        if self.grad_clip:
-            self.scaler.unscale_(opt)
-            torch.nn.utils.clip_grad_norm_(self.net_g.parameters(), self.grad_clip)
-        self.scaler.step(opt)
-        self.scaler.update()
+        self.backward_and_step(total, current_iter)
         opt.zero_grad(set_to_none=True)
         if 'g' in self.schedulers:
             self.schedulers['g'].step()
@@ -176,6 +170,18 @@ class BaseModel:
         out = {k: v.detach() for k, v in losses.items()}
         out['l_total'] = total.detach()
         return out
+
+    def backward_and_step(self, total: torch.Tensor, current_iter: int) -> None:
+        """Scaled backward of ``total``, :meth:`before_optimizer_step`, clipping to ``grad_clip``, one
+        step of the ``g`` optimizer; the gradient is left for the caller to clear."""
+        opt = self.optimizers['g']
+        self.scaler.scale(total).backward()
+        self.before_optimizer_step(current_iter)
+        if self.grad_clip:
+            self.scaler.unscale_(opt)
+            torch.nn.utils.clip_grad_norm_(self.net_g.parameters(), self.grad_clip)
+        self.scaler.step(opt)
+        self.scaler.update()
 
     def _all_finite(self, total: torch.Tensor) -> bool:
         """Finite on every rank (one tiny all-reduce, so ranks skip a bad step together)."""

@@ -11,8 +11,8 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple
 import torch
 from torch import nn
 
-from models.network_io import unwrap
-from utils.option_spec import OptionError
+from ckdsr.models.network_io import unwrap
+from ckdsr.utils.option_spec import OptionError
 
 PROBE = 8  # LR side of the probe input (SwinIR pads to its window itself)
 
@@ -65,7 +65,7 @@ def check_scales(model, scale: int) -> List[str]:
 
 def _embedding_layers(model) -> Optional[Tuple[str, int]]:
     """``('distill.<key>', number of layers)`` of the embedding component, if any."""
-    from models.distill.embedding import Embedding
+    from ckdsr.models.distill.embedding import Embedding
     for comp in getattr(model, 'components', []):
         if isinstance(comp, Embedding):
             x_side = 32  # a multiple of 16: the VQGAN encoder downsamples by 16

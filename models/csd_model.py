@@ -1,8 +1,8 @@
 """CSDModel: contrastive self-distillation (Wang et al., "Towards Compact Single Image
 Super-Resolution via Contrastive Self-distillation", IJCAI 2021).
 
-ONE slimmable network (``network_g``: :class:`archs.slimmable_edsr.SlimmableEDSR`,
-:class:`archs.slimmable_rcan.SlimmableRCAN` or :class:`archs.slimmable_carn.SlimmableCARN_M`) is trained
+ONE slimmable network (``network_g``: :class:`ckdsr.archs.slimmable_edsr.SlimmableEDSR`,
+:class:`ckdsr.archs.slimmable_rcan.SlimmableRCAN` or :class:`ckdsr.archs.slimmable_carn.SlimmableCARN_M`) is trained
 at two widths that share weights: the teacher at ``distill.csd.teacher_width`` (1.0) and the student
 (CS-Student, the channel-splitting SR network) at ``distill.csd.student_width`` (0.25), the first
 channels of every conv. Per step (paper Eq. 7):
@@ -13,12 +13,12 @@ channels of every conv. Per step (paper Eq. 7):
 phi_i = VGG19 relu{i}_1, w = 1/32, 1/16, 1/8, 1/4, 1, T detached, N_k = bicubic-upsampled LR of 10
 batch images. The signals: ``sr`` = net(lq, width=student) and ``teacher_sr`` = net(lq, width=teacher),
 BOTH with gradient (two forwards of the shared net, nothing else runs it); the frozen VGG runs once on
-[teacher; negatives] without gradient and once on the student output (:mod:`models.distill.embedding`).
+[teacher; negatives] without gradient and once on the student output (:mod:`ckdsr.models.distill.embedding`).
 By default (``distill.csd.init_from: pretrained``) the shared net starts from a trained full-width
 network (``path.pretrain_network_g``, a plain EDSR / RCAN / CARN-M checkpoint: same key names), as
 the CSD description and the released script do; ``init_from: scratch`` trains both widths jointly
 from a random init. The terms are ordinary ``train.losses`` entries (L1Loss, ContrastiveRatioLoss,
-L1Loss with ``inputs: {pred: teacher_sr}``); ``distill.csd`` (:data:`models.distill.csd.CSD_SCHEMA`) holds the
+L1Loss with ``inputs: {pred: teacher_sr}``); ``distill.csd`` (:data:`ckdsr.models.distill.csd.CSD_SCHEMA`) holds the
 widths and the paper/official switch.
 
 Inference: the module's default ``width_mult`` is set to the student width on the trained net and on
@@ -27,7 +27,7 @@ exported weights file (``net_g_<iter>.pth``, ``net_g_latest.pth``, ``net_g_best.
 full shared net under ``params`` (and ``params_ema``) -- a slimmable config with ``width_mult``
 picks either width -- and, with ``export_student`` (default), the student as a standalone narrow
 plain-network state_dict under ``params_student``
-(:meth:`archs.slimmable_ops.Slimmable.narrow_state_dict`), so a plain ``EDSR`` / ``RCAN`` / ``CARN_M``
+(:meth:`ckdsr.archs.slimmable_ops.Slimmable.narrow_state_dict`), so a plain ``EDSR`` / ``RCAN`` / ``CARN_M``
 config with ``num_feat = student_width * num_feat`` evaluates it with ``param_key_g: params_student``
 (``tools/test.py --param-key params_student``). Resume states hold the shared net once (no student copy).
 
@@ -43,15 +43,15 @@ from typing import Any, Dict, List, Optional
 
 import torch
 
-from archs.slimmable_ops import Slimmable
-from models.distill.csd import CSD_SCHEMA, resolve_variant
-from models.distill.negatives import BicubicNegatives
-from models.kd_model import KDModel
-from models.network_io import unwrap
-from models.signals import Provider
-from utils.feature_taps import FeatureTaps
-from utils.option_spec import merge_sections
-from utils.registry import MODEL_REGISTRY
+from ckdsr.archs.slimmable_ops import Slimmable
+from ckdsr.models.distill.csd import CSD_SCHEMA, resolve_variant
+from ckdsr.models.distill.negatives import BicubicNegatives
+from ckdsr.models.kd_model import KDModel
+from ckdsr.models.network_io import unwrap
+from ckdsr.models.signals import Provider
+from ckdsr.utils.feature_taps import FeatureTaps
+from ckdsr.utils.option_spec import merge_sections
+from ckdsr.utils.registry import MODEL_REGISTRY
 
 logger = logging.getLogger('ckdsr')
 

@@ -2,24 +2,24 @@
 
 Each term names the signals it reads; the model computes every signal at most once per step
 (one teacher forward, one batched embedding pass...). Method mechanics are components built
-from ``distill.<key>`` sections (see :mod:`models.distill.registry`), so a new method adds a
+from ``distill.<key>`` sections (see :mod:`ckdsr.models.distill.registry`), so a new method adds a
 component and an option file, not a new training loop.
 """
 from typing import Any, Dict, List, Optional
 
 import torch
 
-import models.distill  # noqa: F401  (registers the components)
-from models.base_model import BaseModel
-from models.distill.component import Component
-from models.distill.registry import COMPONENT_REGISTRY
-from models.distill.teacher import Teacher
-from models.distill.terms import TERM_BLOCK, build_terms
-from models.network_io import unwrap
-from models.signals import Provider, SignalGraph, Step
-from utils.feature_taps import FeatureTaps
-from utils.option_spec import Block, Field, ListOf, Section, registry_resolver
-from utils.registry import ARCH_REGISTRY, MODEL_REGISTRY
+import ckdsr.models.distill  # noqa: F401  (registers the components)
+from ckdsr.models.base_model import BaseModel
+from ckdsr.models.distill.component import Component
+from ckdsr.models.distill.registry import COMPONENT_REGISTRY
+from ckdsr.models.distill.teacher import Teacher
+from ckdsr.models.distill.terms import TERM_BLOCK, build_terms
+from ckdsr.models.network_io import unwrap
+from ckdsr.models.signals import Provider, SignalGraph, Step
+from ckdsr.utils.feature_taps import FeatureTaps
+from ckdsr.utils.option_spec import Block, Field, ListOf, Section, registry_resolver
+from ckdsr.utils.registry import ARCH_REGISTRY, MODEL_REGISTRY
 
 
 @MODEL_REGISTRY.register()
@@ -157,14 +157,7 @@ class KDModel(BaseModel):
         total = sum(losses.values())
         if not self._all_finite(total):
             return False
-        opt = self.optimizers['g']
-        self.scaler.scale(total).backward()
-        self.before_optimizer_step(current_iter)
-        if self.grad_clip:
-            self.scaler.unscale_(opt)
-            torch.nn.utils.clip_grad_norm_(self.net_g.parameters(), self.grad_clip)
-        self.scaler.step(opt)
-        self.scaler.update()
+        self.backward_and_step(total, current_iter)
         return True
 
     def before_step(self, current_iter: int) -> None:

@@ -4,18 +4,18 @@ from typing import Any, Dict, Optional
 import torch
 from torch import nn
 
-import archs  # noqa: F401  (fills ARCH_REGISTRY)
-from utils.build import build_from_cfg
-from utils.feature_taps import unwrap_model
-from utils.option_spec import OptionError, where_to_get
-from utils.registry import ARCH_REGISTRY
+import ckdsr.archs  # noqa: F401  (fills ARCH_REGISTRY)
+from ckdsr.utils.build import build_from_cfg
+from ckdsr.utils.feature_taps import unwrap_model
+from ckdsr.utils.option_spec import OptionError, where_to_get
+from ckdsr.utils.registry import ARCH_REGISTRY
 
 
 def build_network(cfg: Dict[str, Any], scale: Optional[int] = None) -> nn.Module:
     """Build ``cfg`` from the arch registry; ``upscale`` defaults to the run's ``scale``."""
     extra = {}
     if scale is not None and 'upscale' not in cfg:
-        from utils.option_spec import signature_params
+        from ckdsr.utils.option_spec import signature_params
         params, _ = signature_params(ARCH_REGISTRY.get(cfg['type']))
         if 'upscale' in params:
             extra['upscale'] = scale
@@ -31,7 +31,7 @@ def load_weights(net: nn.Module, path: Optional[str], param_key: Optional[str], 
     """
     if not path:
         return
-    from archs.checkpoint_layouts import load_pretrained
+    from ckdsr.archs.checkpoint_layouts import load_pretrained
     try:
         load_pretrained(net, path, param_key=param_key, strict=strict)
     except FileNotFoundError as err:

@@ -9,7 +9,7 @@ from typing import Any, Callable, Dict, Iterable, Mapping
 
 import torch
 
-from utils.suggest import did_you_mean, lookup
+from ckdsr.utils.suggest import did_you_mean, lookup
 
 #: option ``type`` -> optimizer class
 OPTIMIZERS: Dict[str, Callable] = {

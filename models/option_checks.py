@@ -9,7 +9,7 @@ Each problem is one line starting with the option key path, as the schema's are.
 import os
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 
-from utils.option_spec import paths_checked
+from ckdsr.utils.option_spec import paths_checked
 
 
 def _train_sets(opt: Dict[str, Any]) -> Iterator[Tuple[str, Dict[str, Any]]]:
@@ -51,7 +51,7 @@ def smallest_image(cfg: Dict[str, Any]) -> Optional[Tuple[str, int, int]]:
     backend = (cfg.get('io_backend') or {}).get('type', 'disk')
     sizes: List[Tuple[str, int, int]] = []
     if backend == 'lmdb':
-        from data.lmdb_format import META_INFO, read_meta_info
+        from ckdsr.data.lmdb_format import META_INFO, read_meta_info
         if not os.path.isfile(os.path.join(root, META_INFO)):
             return None
         try:
@@ -59,7 +59,7 @@ def smallest_image(cfg: Dict[str, Any]) -> Optional[Tuple[str, int, int]]:
         except ValueError:
             return None  # a damaged meta_info is reported when the database opens
     elif backend == 'disk':
-        from data.image_io import read_image_size
+        from ckdsr.data.image_io import read_image_size
         for name in sorted(os.listdir(root)):
             if name.lower().endswith('.png'):
                 h, w = read_image_size(os.path.join(root, name))
@@ -88,8 +88,8 @@ def optimizer_and_schedule(opt: Dict[str, Any]) -> List[str]:
     """Build ``train.optim_g`` (and its scheduler) over one dummy parameter, so that what torch
     itself refuses (a negative lr, betas outside [0, 1)...) names the option block."""
     import torch
-    from models.optimizers import build_optimizer
-    from models.schedulers import build_scheduler
+    from ckdsr.models.optimizers import build_optimizer
+    from ckdsr.models.schedulers import build_scheduler
     train = opt.get('train') or {}
     if not isinstance(train.get('optim_g'), dict):
         return []
@@ -115,7 +115,7 @@ def storage(opt: Dict[str, Any]) -> List[str]:
     """Each dataset's ``io_backend`` names a storage backend and only its options; a ``dataroot``
     that exists is a folder (an LMDB is a folder too)."""
     import inspect
-    from data.file_client import STORAGE_BACKENDS
+    from ckdsr.data.file_client import STORAGE_BACKENDS
     problems = []
     for key, cfg in (opt.get('datasets') or {}).items():
         if not isinstance(cfg, dict):

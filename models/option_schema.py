@@ -9,30 +9,30 @@ import sys
 from dataclasses import dataclass
 from typing import Any, Dict, List, Literal, Optional, Union
 
-from utils.custom_imports import import_custom_modules
-from utils.option_spec import (REQUIRED, Block, DictOf, Field, ListOf, OptionError, Section,
+from ckdsr.utils.custom_imports import import_custom_modules
+from ckdsr.utils.option_spec import (REQUIRED, Block, DictOf, Field, ListOf, OptionError, Section,
                                merge_sections, paths_checked, registry_resolver, signature_params)
-from utils.registry import ARCH_REGISTRY, DATASET_REGISTRY, LOSS_REGISTRY, METRIC_REGISTRY, MODEL_REGISTRY
+from ckdsr.utils.registry import ARCH_REGISTRY, DATASET_REGISTRY, LOSS_REGISTRY, METRIC_REGISTRY, MODEL_REGISTRY
 
 
 def _import_packages() -> None:
     """Fill the registries (explicit imports; each package lists its modules)."""
-    import archs  # noqa: F401
-    import data  # noqa: F401
-    import losses  # noqa: F401
-    import metrics  # noqa: F401
-    import models  # noqa: F401
+    import ckdsr.archs  # noqa: F401
+    import ckdsr.data  # noqa: F401
+    import ckdsr.losses  # noqa: F401
+    import ckdsr.metrics  # noqa: F401
+    import ckdsr.models  # noqa: F401
 
 
 def optimizer_resolver(name: str):
-    from models.optimizers import optimizer_class
+    from ckdsr.models.optimizers import optimizer_class
     params, var_kw = signature_params(optimizer_class(name))
     params.pop('params', None)
     return params, var_kw
 
 
 def scheduler_resolver(name: str):
-    from models.schedulers import scheduler_class
+    from ckdsr.models.schedulers import scheduler_class
     params, var_kw = signature_params(scheduler_class(name))
     params.pop('optimizer', None)
     return params, var_kw

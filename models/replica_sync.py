@@ -19,7 +19,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from models.ema import ModelEMA, unwrap_model
+from ckdsr.models.ema import ModelEMA, unwrap_model
 
 logger = logging.getLogger('ckdsr')
 

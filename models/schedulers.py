@@ -12,8 +12,8 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
 import torch
 
-from models.optimizers import callable_signature, resolve_kwargs
-from utils.suggest import lookup
+from ckdsr.models.optimizers import callable_signature, resolve_kwargs
+from ckdsr.utils.suggest import lookup
 
 
 def _int_list(where: str, values: Sequence[Any], minimum: int) -> List[int]:

@@ -8,7 +8,7 @@ with which inputs — and batch them into one call each (DESIGN section 3).
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Set
 
-from utils.suggest import closest
+from ckdsr.utils.suggest import closest
 
 
 @dataclass

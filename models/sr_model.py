@@ -3,10 +3,10 @@ from typing import Any, Dict
 
 import torch
 
-from models.base_model import BaseModel
-import losses  # noqa: F401  (fills LOSS_REGISTRY)
-from utils.build import build_from_cfg
-from utils.registry import LOSS_REGISTRY, MODEL_REGISTRY
+from ckdsr.models.base_model import BaseModel
+import ckdsr.losses  # noqa: F401  (fills LOSS_REGISTRY)
+from ckdsr.utils.build import build_from_cfg
+from ckdsr.utils.registry import LOSS_REGISTRY, MODEL_REGISTRY
 
 
 @MODEL_REGISTRY.register()

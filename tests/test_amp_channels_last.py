@@ -6,7 +6,7 @@ batch (LR patch >= 16 HR px, as tests/test_option_files.py: VGG relu5_1 and the 
 need it). Per method, three models built from the same seed take one step on the same batch:
 
 * fp32 NCHW, the reference;
-* ``train.channels_last`` (allowed on the CPU here through ``models.base_model.CHANNELS_LAST_DEVICES``):
+* ``train.channels_last`` (allowed on the CPU here through ``ckdsr.models.base_model.CHANNELS_LAST_DEVICES``):
   every conv net of the model (student, teacher, helpers) must hold channels_last weights, and the
   first-step losses equal the reference's up to float reordering (``CL_RTOL``);
 * ``train.amp: bf16``: the step runs, the losses are finite and near the reference's (bf16 keeps 8
@@ -92,7 +92,7 @@ def conv_nets(model):
 
 @pytest.fixture(autouse=True)
 def channels_last_on_cpu(monkeypatch):
-    import models.base_model as bm
+    import ckdsr.models.base_model as bm
     monkeypatch.setattr(bm, 'CHANNELS_LAST_DEVICES', ('cuda', 'cpu'))
 
 

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from archs.carn import CARN_M
-from archs.checkpoint_layouts import load_pretrained
+from ckdsr.archs.carn import CARN_M
+from ckdsr.archs.checkpoint_layouts import load_pretrained
 
 
 def test_param_count_equals_the_release():

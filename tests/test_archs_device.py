@@ -7,8 +7,8 @@ import pytest
 import torch
 from torch.func import functional_call
 
-import archs  # noqa: F401  (fills ARCH_REGISTRY)
-from utils.registry import ARCH_REGISTRY
+import ckdsr.archs  # noqa: F401  (fills ARCH_REGISTRY)
+from ckdsr.utils.registry import ARCH_REGISTRY
 
 TINY = {
     'EDSR': dict(num_feat=8, num_block=1, upscale=3),

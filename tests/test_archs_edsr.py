@@ -4,8 +4,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from archs.edsr import EDSR
-from utils.registry import ARCH_REGISTRY
+from ckdsr.archs.edsr import EDSR
+from ckdsr.utils.registry import ARCH_REGISTRY
 
 
 def n_params(net):

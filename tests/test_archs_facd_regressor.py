@@ -2,8 +2,8 @@ import pytest
 import torch
 from torch import nn
 
-from archs.facd_regressor import FACDRegressor
-from utils.registry import ARCH_REGISTRY
+from ckdsr.archs.facd_regressor import FACDRegressor
+from ckdsr.utils.registry import ARCH_REGISTRY
 
 
 def count(net):

@@ -2,8 +2,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from archs.haar import HaarDWT, haar_dwt, haar_idwt
-from utils.registry import ARCH_REGISTRY
+from ckdsr.archs.haar import HaarDWT, haar_dwt, haar_idwt
+from ckdsr.utils.registry import ARCH_REGISTRY
 
 
 def test_hand_values_on_one_block():

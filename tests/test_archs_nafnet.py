@@ -2,8 +2,8 @@
 import pytest
 import torch
 
-from archs.checkpoint_layouts import load_pretrained
-from archs.nafnet import STUDENT_LAYOUT, TEACHER_LAYOUT, LayerNorm2d, NAFBlock, NAFNet, SimpleGate
+from ckdsr.archs.checkpoint_layouts import load_pretrained
+from ckdsr.archs.nafnet import STUDENT_LAYOUT, TEACHER_LAYOUT, LayerNorm2d, NAFBlock, NAFNet, SimpleGate
 
 
 def n_params(**kwargs) -> int:

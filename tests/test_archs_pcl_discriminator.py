@@ -3,9 +3,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from archs.haar import haar_dwt
-from archs.pcl_discriminator import PCLDiscriminator
-from utils.registry import ARCH_REGISTRY
+from ckdsr.archs.haar import haar_dwt
+from ckdsr.archs.pcl_discriminator import PCLDiscriminator
+from ckdsr.utils.registry import ARCH_REGISTRY
 
 
 def test_structure_matches_official_code():

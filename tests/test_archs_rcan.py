@@ -3,8 +3,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from archs.rcan import RCAN, ChannelAttention
-from utils.registry import ARCH_REGISTRY
+from ckdsr.archs.rcan import RCAN, ChannelAttention
+from ckdsr.utils.registry import ARCH_REGISTRY
 
 
 @pytest.mark.parametrize('num_block, published', [(20, 15.59e6), (6, 5.17e6)])

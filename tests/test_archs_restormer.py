@@ -2,8 +2,8 @@
 import pytest
 import torch
 
-from archs.checkpoint_layouts import load_pretrained
-from archs.restormer import MDTA, STUDENT_LAYOUT, TEACHER_LAYOUT, ChannelLayerNorm, Restormer
+from ckdsr.archs.checkpoint_layouts import load_pretrained
+from ckdsr.archs.restormer import MDTA, STUDENT_LAYOUT, TEACHER_LAYOUT, ChannelLayerNorm, Restormer
 
 
 def n_params(**kwargs) -> int:

@@ -3,10 +3,10 @@ slicing (the first channels of each group), export as a plain CARN-M."""
 import pytest
 import torch
 
-from archs.carn import CARN_M
-from archs.checkpoint_layouts import load_pretrained
-from archs.slimmable_carn import SlimmableCARN_M
-from archs.slimmable_ops import as_slimmable
+from ckdsr.archs.carn import CARN_M
+from ckdsr.archs.checkpoint_layouts import load_pretrained
+from ckdsr.archs.slimmable_carn import SlimmableCARN_M
+from ckdsr.archs.slimmable_ops import as_slimmable
 
 
 def n_params(net):

@@ -2,8 +2,8 @@
 import pytest
 import torch
 
-from archs.edsr import EDSR
-from archs.slimmable_edsr import SlimmableEDSR, effective_num_params, export_narrow_edsr, narrow_state_dict
+from ckdsr.archs.edsr import EDSR
+from ckdsr.archs.slimmable_edsr import SlimmableEDSR, effective_num_params, export_narrow_edsr, narrow_state_dict
 
 
 def n_params(net):

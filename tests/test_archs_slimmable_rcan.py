@@ -5,9 +5,9 @@ import importlib.util
 import pytest
 import torch
 
-from archs.rcan import RCAN
-from archs.slimmable_ops import as_slimmable
-from archs.slimmable_rcan import SlimmableRCAN
+from ckdsr.archs.rcan import RCAN
+from ckdsr.archs.slimmable_ops import as_slimmable
+from ckdsr.archs.slimmable_rcan import SlimmableRCAN
 from tests.conftest import REPO_ROOT
 
 
@@ -83,7 +83,7 @@ def test_channel_attention_bottleneck_scales_with_the_width():
 
 def test_plain_rcan_view_and_official_layout_load():
     """A trained plain RCAN (here: the RCAN authors' file layout) is what CSD starts from."""
-    from archs.checkpoint_layouts import load_pretrained
+    from ckdsr.archs.checkpoint_layouts import load_pretrained
     from tests.helpers.standins import write_rcan_official
     import tempfile
     import os
@@ -112,7 +112,7 @@ def test_bad_width_is_one_clear_error(width):
 
 
 def test_reported_widths_leave_out_the_ones_the_net_cannot_run():
-    from archs.slimmable_ops import width_param_counts
+    from ckdsr.archs.slimmable_ops import width_param_counts
     net = SlimmableRCAN(num_feat=32, num_group=1, num_block=1, upscale=2)  # squeeze 16: 16 or 32 channels
     assert list(width_param_counts(net)) == ['0.5', '1.0']
 

@@ -4,9 +4,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from archs.swin_transformer import SwinTransformerBlock, shifted_window_mask
-from archs.swinir import SwinIR
-from utils.registry import ARCH_REGISTRY
+from ckdsr.archs.swin_transformer import SwinTransformerBlock, shifted_window_mask
+from ckdsr.archs.swinir import SwinIR
+from ckdsr.utils.registry import ARCH_REGISTRY
 
 SWINIR_M = dict(upscale=4, embed_dim=180, depths=[6] * 6, num_heads=[6] * 6, window_size=8, mlp_ratio=2,
                 upsampler='pixelshuffle', resi_connection='1conv')

@@ -3,8 +3,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from archs.vgg import IMAGENET_MEAN, IMAGENET_STD, VGG19_URL, VGG19Features, vgg19_layer_names
-from utils.registry import ARCH_REGISTRY
+from ckdsr.archs.vgg import IMAGENET_MEAN, IMAGENET_STD, VGG19_URL, VGG19Features, vgg19_layer_names
+from ckdsr.utils.registry import ARCH_REGISTRY
 
 # torchvision vgg19 'E' config: (module index, in, out) of every conv in `features`
 CONVS = [(0, 3, 64), (2, 64, 64), (5, 64, 128), (7, 128, 128), (10, 128, 256), (12, 256, 256),

@@ -4,8 +4,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from archs.vqgan import VQGAN_F16_1024_URL, AttnBlock, VQGANEncoder
-from utils.registry import ARCH_REGISTRY
+from ckdsr.archs.vqgan import VQGAN_F16_1024_URL, AttnBlock, VQGANEncoder
+from ckdsr.utils.registry import ARCH_REGISTRY
 
 F16_1024 = dict(ch=128, ch_mult=(1, 1, 2, 2, 4), num_res_blocks=2, attn_resolutions=(16,),
                 resolution=256, in_channels=3, z_channels=256, double_z=False)

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from data.image_io import read_image, write_png
-from data.matlab_imresize import bicubic_downsample
+from ckdsr.data.image_io import read_image, write_png
+from ckdsr.data.matlab_imresize import bicubic_downsample
 from tests.helpers.tiny_run import make_image_folder
-from utils.option_spec import OptionError
-from utils.options import load_options, yaml_value
+from ckdsr.utils.option_spec import OptionError
+from ckdsr.utils.options import load_options, yaml_value
 
 _DATA = """
 datasets:
@@ -228,7 +228,7 @@ def test_basicsr_file_loads_unchanged_with_its_frequencies_as_ints(tmp_path, arc
 
 @pytest.mark.parametrize('arch', sorted(CASES))
 def test_basicsr_file_trains_two_iterations(tmp_path, arch):
-    from engine.trainer import Trainer
+    from ckdsr.engine.trainer import Trainer
     path = write_basicsr_file(tmp_path, arch)
     opt = load_options(str(path), sets=small_run(tmp_path, arch))
     assert opt['train']['total_iter'] == 2 and type(opt['train']['total_iter']) is int

@@ -12,7 +12,7 @@ from benchmarks import inference as inference_tool
 from benchmarks import train_step as train_tool
 from benchmarks.lib import methods as M
 from benchmarks.lib import report
-from models.network_io import build_network
+from ckdsr.models.network_io import build_network
 
 FAST = ['--preset', 'tiny', '--steps', '2', '--warmup', '2', '--quick-peak']
 
@@ -96,7 +96,7 @@ def test_inference_tool(tmp_path):
 
 
 def test_tile_macs_count_every_tile():
-    from models.inference import tiled_forward  # noqa: F401  (the helper runs it on meta tensors)
+    from ckdsr.models.inference import tiled_forward  # noqa: F401  (the helper runs it on meta tensors)
     shapes = inference_tool.tile_shapes((24, 40), 16, 4)
     assert len(shapes) == 2 * 3 and all(s == (16, 16) for s in shapes)
 

@@ -9,15 +9,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from models import build_model
-from models.build_checks import check_layer_weights, check_scales
-from models.network_io import build_network
+from ckdsr.models import build_model
+from ckdsr.models.build_checks import check_layer_weights, check_scales
+from ckdsr.models.network_io import build_network
 from tests.helpers.kd import tiny_kd_options
 from tests.helpers.tiny_run import write_options
-from tools.create_lmdb import main as create_lmdb_main
-from tools.train import main as train_main
-from utils.option_spec import OptionError
-from utils.options import load_options
+from ckdsr.tools.create_lmdb import main as create_lmdb_main
+from ckdsr.tools.train import main as train_main
+from ckdsr.utils.option_spec import OptionError
+from ckdsr.utils.options import load_options
 
 KD_LOSSES = [{'type': 'L1Loss', 'name': 'l_pix'},
              {'type': 'L1Loss', 'name': 'l_kd', 'inputs': {'target': 'teacher_sr'}}]
@@ -200,7 +200,7 @@ def test_create_lmdb_crop_larger_than_the_images_and_existing_output(tmp_path, c
 
 
 def test_tools_test_prints_error_lines_and_debug_raises(tmp_path, capsys):
-    from tools.test import main as test_main
+    from ckdsr.tools.test import main as test_main
     opt_file = str(Path(__file__).resolve().parents[1] / 'options' / 'test' / 'test_carn_m_x4.yml')
     argv = ['-opt', opt_file, '--set', 'scale=0']
     assert test_main(argv) == 2

@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from tests.conftest import REPO_ROOT
-from tools.test import main
+from ckdsr.tools.test import main
 
 #: independent reference evaluation of carn_m.pth: {scale: {set: (PSNR, SSIM)}}
 REFERENCE = {

@@ -16,7 +16,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from models.distill.teacher_embedding import save_codebook
+from ckdsr.models.distill.teacher_embedding import save_codebook
 from tests.helpers.chaos import assert_same_experiment, random_plans, run_child
 from tests.helpers.kd import tiny_kd_options
 from tests.helpers.tiny_run import tiny_sr_options, write_options

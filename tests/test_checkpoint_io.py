@@ -1,11 +1,11 @@
-"""utils.checkpoint: atomic saves, and interrupted writes are never picked up on resume."""
+"""ckdsr.utils.checkpoint: atomic saves, and interrupted writes are never picked up on resume."""
 import os
 
 import numpy as np
 import pytest
 import torch
 
-from utils import checkpoint as ck
+from ckdsr.utils import checkpoint as ck
 
 
 def _state(it):

@@ -4,11 +4,11 @@ import pytest
 import torch
 from torch import nn
 
-from archs.carn import CARN_M
-from archs.checkpoint_layouts import CheckpointMismatchError, LayoutError, detect_layout, load_pretrained
-from archs.edsr import EDSR
-from archs.rcan import RCAN
-from archs.swinir import SwinIR
+from ckdsr.archs.carn import CARN_M
+from ckdsr.archs.checkpoint_layouts import CheckpointMismatchError, LayoutError, detect_layout, load_pretrained
+from ckdsr.archs.edsr import EDSR
+from ckdsr.archs.rcan import RCAN
+from ckdsr.archs.swinir import SwinIR
 
 MEAN = torch.tensor([0.4488, 0.4371, 0.4040])
 

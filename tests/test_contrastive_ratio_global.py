@@ -15,11 +15,11 @@ import yaml
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from losses.contrastive_ratio import ContrastiveRatioLoss
-from models.distill.gather import Gather, refuse_double_reduction, require_global_inputs
-from models.distill.terms import build_terms
+from ckdsr.losses.contrastive_ratio import ContrastiveRatioLoss
+from ckdsr.models.distill.gather import Gather, refuse_double_reduction, require_global_inputs
+from ckdsr.models.distill.terms import build_terms
 from tests.helpers.gloo import run_gloo
-from utils.dist_gather import all_reduce_sum
+from ckdsr.utils.dist_gather import all_reduce_sum
 
 B_LOCAL, WORLD, K = 2, 2, 3
 WEIGHTS = [0.5, 1.0]

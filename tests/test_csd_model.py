@@ -6,17 +6,17 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from archs.edsr import EDSR
-from archs.slimmable_edsr import SlimmableEDSR
-from models import build_model
-from models.distill.negatives import BicubicNegatives
-from archs.slimmable_ops import as_slimmable
-from models.network_io import build_network, unwrap
+from ckdsr.archs.edsr import EDSR
+from ckdsr.archs.slimmable_edsr import SlimmableEDSR
+from ckdsr.models import build_model
+from ckdsr.models.distill.negatives import BicubicNegatives
+from ckdsr.archs.slimmable_ops import as_slimmable
+from ckdsr.models.network_io import build_network, unwrap
 from tests.helpers.gloo import run_env_gloo
 from tests.helpers.kd import save_standin_teacher
 from tests.helpers.tiny_run import tiny_sr_options, write_options
-from utils.option_spec import OptionError
-from utils.options import load_options
+from ckdsr.utils.option_spec import OptionError
+from ckdsr.utils.options import load_options
 
 LAYERS = ['relu1_1', 'relu2_1']  # two VGG levels keep the tests fast; the option files use five
 LAYER_WEIGHTS = [0.25, 1.0]
@@ -133,9 +133,9 @@ def test_gradients_reach_the_shared_weights_from_both_widths(tmp_path):
 
 
 def test_validation_and_export_use_the_student_width(tmp_path):
-    from engine.trainer import Trainer
-    from archs.checkpoint_layouts import load_pretrained
-    from engine.evaluation import evaluate_dataset, make_forward
+    from ckdsr.engine.trainer import Trainer
+    from ckdsr.archs.checkpoint_layouts import load_pretrained
+    from ckdsr.engine.evaluation import evaluate_dataset, make_forward
     opt = load_options(str(write_options(csd_options(tmp_path, total_iter=2, ema_decay=0.5), tmp_path / 'c.yml')))
     opt['val']['val_freq'] = 2
     opt['logger']['save_checkpoint_freq'] = 2
@@ -368,7 +368,7 @@ def test_two_process_ddp_trains_the_multi_scale_carn_m(tmp_path):
 # ----------------------------------------------------------------------------- the shipped option files
 def test_shipped_csd_files_start_from_a_trained_network():
     from tests.conftest import REPO_ROOT
-    from utils.options import read_yaml
+    from ckdsr.utils.options import read_yaml
     files = sorted((REPO_ROOT / 'options').glob('csd_*.yml'))
     csd_files = [f for f in files if read_yaml(str(f))['model_type'] == 'CSDModel']
     names = {f.name for f in csd_files}

@@ -6,9 +6,9 @@ import textwrap
 import pytest
 
 from tests.helpers.tiny_run import tiny_sr_options, write_options
-from utils.option_spec import OptionError
-from utils.options import load_options
-from utils.registry import ARCH_REGISTRY, LOSS_REGISTRY
+from ckdsr.utils.option_spec import OptionError
+from ckdsr.utils.options import load_options
+from ckdsr.utils.registry import ARCH_REGISTRY, LOSS_REGISTRY
 
 MODULE = 'ckdsr_test19_user_ext'
 ARCH, LOSS = 'Test19TinyUpsampler', 'Test19CountingL1Loss'
@@ -18,7 +18,7 @@ USER_MODULE = f'''
 import torch
 from torch import nn
 
-from utils.registry import ARCH_REGISTRY, LOSS_REGISTRY
+from ckdsr.utils.registry import ARCH_REGISTRY, LOSS_REGISTRY
 
 
 @ARCH_REGISTRY.register()
@@ -71,7 +71,7 @@ def _opt(tmp_path, imports):
 
 
 def test_user_arch_and_loss_train_one_iteration(tmp_path, user_module):
-    from engine.trainer import Trainer
+    from ckdsr.engine.trainer import Trainer
     assert ARCH not in ARCH_REGISTRY  # nothing registered before the option file asks for it
     opt = load_options(str(write_options(_opt(tmp_path, [user_module]), tmp_path / 'o.yml')))
     assert opt['custom_imports'] == [user_module] and opt['network_g'] == {'type': ARCH, 'num_feat': 4}

@@ -1,12 +1,12 @@
-"""data.file_client: disk, lmdb (png/raw) and memory backends return the same uint8 RGB arrays."""
+"""ckdsr.data.file_client: disk, lmdb (png/raw) and memory backends return the same uint8 RGB arrays."""
 import pickle
 
 import numpy as np
 import pytest
 
-from data.file_client import DiskBackend, LmdbBackend, MemoryBackend, build_backend
-from data.image_io import write_png
-from data.lmdb_writer import create_paired_lmdb
+from ckdsr.data.file_client import DiskBackend, LmdbBackend, MemoryBackend, build_backend
+from ckdsr.data.image_io import write_png
+from ckdsr.data.lmdb_writer import create_paired_lmdb
 
 
 @pytest.fixture(scope='module')

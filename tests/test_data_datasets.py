@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-from data.benchmark_dataset import BenchmarkDataset
-from data.image_io import read_image, write_png
-from data.lmdb_writer import create_paired_lmdb
-from data.matlab_imresize import bicubic_downsample, modcrop
-from data.paired_dataset import PairedImageDataset
-from utils.build import build_from_cfg
-from utils.registry import DATASET_REGISTRY
+from ckdsr.data.benchmark_dataset import BenchmarkDataset
+from ckdsr.data.image_io import read_image, write_png
+from ckdsr.data.lmdb_writer import create_paired_lmdb
+from ckdsr.data.matlab_imresize import bicubic_downsample, modcrop
+from ckdsr.data.paired_dataset import PairedImageDataset
+from ckdsr.utils.build import build_from_cfg
+from ckdsr.utils.registry import DATASET_REGISTRY
 
 S = 4
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from data.degradations import (Degrader, blur_per_sample, gaussian_kernels_1d, rand_odd_sizes,
+from ckdsr.data.degradations import (Degrader, blur_per_sample, gaussian_kernels_1d, rand_odd_sizes,
                                random_gaussian_blur)
 
 

@@ -1,9 +1,9 @@
-"""data.image_io: RGB uint8 reads, greyscale -> 3 channels, PNG bytes, clear errors."""
+"""ckdsr.data.image_io: RGB uint8 reads, greyscale -> 3 channels, PNG bytes, clear errors."""
 import cv2
 import numpy as np
 import pytest
 
-from data.image_io import (ImageReadError, decode_image, encode_png, read_image, read_image_size,
+from ckdsr.data.image_io import (ImageReadError, decode_image, encode_png, read_image, read_image_size,
                            write_png)
 
 

@@ -1,4 +1,4 @@
-"""data.matlab_imresize: MATLAB conventions, float/upscale paths against Pillow, torch twin.
+"""ckdsr.data.matlab_imresize: MATLAB conventions, float/upscale paths against Pillow, torch twin.
 
 The bit-exact check against the MATLAB-made benchmark LR lives in test_data_make_lr.py.
 """
@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from data.image_io import read_image
-from data.matlab_imresize import (bicubic_downsample, contributions, imresize, imresize_torch,
+from ckdsr.data.image_io import read_image
+from ckdsr.data.matlab_imresize import (bicubic_downsample, contributions, imresize, imresize_torch,
                                   modcrop, output_size)
 
 

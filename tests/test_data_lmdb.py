@@ -11,15 +11,15 @@ import cv2
 import numpy as np
 import pytest
 
-import data.lmdb_writer as lmdb_writer
-from data.file_client import LmdbBackend
-from data.image_io import encode_png, read_image
-from data.lmdb_format import FORMAT_KEY, RAW_MARKER, read_meta_info
-from data.bicubic_lr import make_lr_folder
-from data.image_io import read_image_size
-from data.lmdb_writer import create_paired_lmdb, estimate_map_size, lmdb_paths
-from data.matlab_imresize import bicubic_downsample, modcrop
-from data.subimages import subimage_grid
+import ckdsr.data.lmdb_writer as lmdb_writer
+from ckdsr.data.file_client import LmdbBackend
+from ckdsr.data.image_io import encode_png, read_image
+from ckdsr.data.lmdb_format import FORMAT_KEY, RAW_MARKER, read_meta_info
+from ckdsr.data.bicubic_lr import make_lr_folder
+from ckdsr.data.image_io import read_image_size
+from ckdsr.data.lmdb_writer import create_paired_lmdb, estimate_map_size, lmdb_paths
+from ckdsr.data.matlab_imresize import bicubic_downsample, modcrop
+from ckdsr.data.subimages import subimage_grid
 
 REPO = Path(__file__).resolve().parents[1]
 CROP, STEP, SCALE = 48, 24, 4
@@ -383,8 +383,8 @@ def test_truncated_data_mdb_fails_at_open_instead_of_sigbus(tmp_path, small_raw_
     import subprocess
     import sys
 
-    from data.file_client import MemoryBackend
-    from data.lmdb_check import LmdbDamagedError
+    from ckdsr.data.file_client import MemoryBackend
+    from ckdsr.data.lmdb_check import LmdbDamagedError
     full = (small_raw_db / 'data.mdb').stat().st_size
     assert len(LmdbBackend(str(small_raw_db)).keys()) == 24  # the intact database opens
     bad = _copy_db(small_raw_db, tmp_path / 'cut.lmdb')
@@ -398,7 +398,7 @@ def test_truncated_data_mdb_fails_at_open_instead_of_sigbus(tmp_path, small_raw_
     assert proc.returncode == 1, proc.stderr[-1000:]
     last = proc.stderr.strip().splitlines()[-1]
     psize = mmap.PAGESIZE  # LMDB's page size is the OS page size
-    assert last == (f'data.lmdb_check.LmdbDamagedError: LMDB {bad} is damaged: data.mdb has {full // 2} bytes but '
+    assert last == (f'ckdsr.data.lmdb_check.LmdbDamagedError: LMDB {bad} is damaged: data.mdb has {full // 2} bytes but '
                     f'the environment records {full // psize} pages of {psize} bytes = {full} bytes (truncated copy?); '
                     'copy or rebuild the database')
     for backend in (LmdbBackend, MemoryBackend):
@@ -419,7 +419,7 @@ def test_truncated_data_mdb_fails_at_open_instead_of_sigbus(tmp_path, small_raw_
 def test_key_listed_but_missing_fails_at_open_naming_the_first(tmp_path, small_raw_db):
     import lmdb
 
-    from data.lmdb_check import LmdbDamagedError
+    from ckdsr.data.lmdb_check import LmdbDamagedError
     bad = _copy_db(small_raw_db, tmp_path / 'holes.lmdb')
     keys = list(read_meta_info(bad))
     env = lmdb.open(str(bad), map_size=1 << 24)

@@ -1,4 +1,4 @@
-"""data.sampler / data.loader: deterministic rank-split epochs, exact mid-epoch resume, worker seeds."""
+"""ckdsr.data.sampler / data.loader: deterministic rank-split epochs, exact mid-epoch resume, worker seeds."""
 import random
 
 import numpy as np
@@ -6,9 +6,9 @@ import pytest
 import torch
 from torch.utils.data import Dataset, get_worker_info
 
-from data.loader import LOADER_KEYS, build_dataloader, worker_seed
-from data.sample_key import unpack_key
-from data.sampler import EnlargedSampler
+from ckdsr.data.loader import LOADER_KEYS, build_dataloader, worker_seed
+from ckdsr.data.sample_key import unpack_key
+from ckdsr.data.sampler import EnlargedSampler
 
 
 class ToySeeded(Dataset):

@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from data.bicubic_lr import make_lr_folder
-from data.image_io import read_image
+from ckdsr.data.bicubic_lr import make_lr_folder
+from ckdsr.data.image_io import read_image
 
 REPO = Path(__file__).resolve().parents[1]
 SCALES = (2, 3, 4)

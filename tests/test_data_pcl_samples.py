@@ -2,7 +2,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from data.pcl_samples import make_pcl_samples, sharpen
+from ckdsr.data.pcl_samples import make_pcl_samples, sharpen
 
 
 def gen(seed):

@@ -3,11 +3,11 @@ import numpy as np
 import pytest
 import torch
 
-from data.image_io import read_image
-from data.progressive import ProgressiveSchedule, build_progressive_loader, epoch_batches
-from data.restoration_dataset import DerainDataset, GoProDataset, list_gopro_pairs
+from ckdsr.data.image_io import read_image
+from ckdsr.data.progressive import ProgressiveSchedule, build_progressive_loader, epoch_batches
+from ckdsr.data.restoration_dataset import DerainDataset, GoProDataset, list_gopro_pairs
 from tests.helpers.restoration_sets import make_gopro, make_rain, motion_kernel, photo_sources
-from tools.create_lmdb import main as create_lmdb_main
+from ckdsr.tools.create_lmdb import main as create_lmdb_main
 
 
 @pytest.fixture(scope='module')
@@ -138,7 +138,7 @@ def test_progressive_resume_needs_the_batch_count(sets):
 
 def _trainer_options(root, name, data, resume_state=None):
     from tests.helpers.tiny_run import write_options
-    from utils.options import load_options
+    from ckdsr.utils.options import load_options
     root.mkdir(parents=True, exist_ok=True)
     opt = {
         'name': name, 'model_type': 'SRModel', 'scale': 1, 'num_gpu': 0, 'manual_seed': 7,
@@ -157,7 +157,7 @@ def _trainer_options(root, name, data, resume_state=None):
 def test_trainer_resume_mid_schedule_is_exact(sets, tmp_path):
     """4 pairs; batches 2, 2 (patch 16) then 1, 1, 1, 1 (patch 8): the state at iteration 3 lies in the
     second stage and inside an epoch; resuming from it ends on the uninterrupted run's weights."""
-    from engine.trainer import Trainer
+    from ckdsr.engine.trainer import Trainer
     ref = Trainer(_trainer_options(tmp_path / 'ref', 'ref', sets['gopro']))
     ref.run()
     state = tmp_path / 'ref' / 'experiments' / 'ref' / 'training_states' / '3.state'

@@ -1,11 +1,11 @@
-"""data.transforms: aligned paired crops, BasicSR flip/rotation semantics, patch-only conversion."""
+"""ckdsr.data.transforms: aligned paired crops, BasicSR flip/rotation semantics, patch-only conversion."""
 import random
 
 import numpy as np
 import pytest
 import torch
 
-from data.transforms import (apply_augment, augment, check_pair, draw_augment, mod_crop_to_lq,
+from ckdsr.data.transforms import (apply_augment, augment, check_pair, draw_augment, mod_crop_to_lq,
                              paired_random_crop, random_crop, to_tensor)
 
 

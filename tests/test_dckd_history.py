@@ -4,11 +4,11 @@ import logging
 import pytest
 import torch
 
-from models import build_model
-from models.distill.history import DEFAULT_SCHEDULE, check_schedule, update_due, update_period
+from ckdsr.models import build_model
+from ckdsr.models.distill.history import DEFAULT_SCHEDULE, check_schedule, update_due, update_period
 from tests.helpers.kd import tiny_kd_options
 from tests.helpers.tiny_run import write_options
-from utils.options import load_options
+from ckdsr.utils.options import load_options
 
 
 def build(tmp_path, history=None, ema_decay=0.999, distill_extra=None, losses=None):

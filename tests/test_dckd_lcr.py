@@ -4,10 +4,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models import build_model
+from ckdsr.models import build_model
 from tests.helpers.kd import tiny_kd_options
 from tests.helpers.tiny_run import write_options
-from utils.options import load_options
+from ckdsr.utils.options import load_options
 
 LOSSES = [{'type': 'L1Loss'}, {'type': 'L1Loss', 'name': 'l_kd', 'inputs': {'target': 'teacher_sr'}},
           {'type': 'LabelConsistencyLoss', 'name': 'l_lcr'}]

@@ -2,13 +2,13 @@
 import pytest
 import torch
 
-from losses.contrastive_ratio import ContrastiveRatioLoss
-from losses.dmm import DMMLoss
-from models import build_model
+from ckdsr.losses.contrastive_ratio import ContrastiveRatioLoss
+from ckdsr.losses.dmm import DMMLoss
+from ckdsr.models import build_model
 from tests.helpers.kd import tiny_kd_options
 from tests.helpers.standins import write_vqgan
 from tests.helpers.tiny_run import write_options
-from utils.options import load_options
+from ckdsr.utils.options import load_options
 
 TINY_VQGAN = {'type': 'VQGANEncoder', 'ch': 32, 'ch_mult': [1, 1, 2, 2, 4], 'z_channels': 32, 'embed_dim': 32,
               'n_embed': 16, 'return_z': True}

@@ -3,13 +3,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from models import build_model
-from models.distill.teacher_embedding import (TeacherFeatures, build_teacher_features, downscale_bicubic,
+from ckdsr.models import build_model
+from ckdsr.models.distill.teacher_embedding import (TeacherFeatures, build_teacher_features, downscale_bicubic,
                                               load_codebook, save_codebook)
-from models.network_io import build_network, freeze
+from ckdsr.models.network_io import build_network, freeze
 from tests.helpers.kd import tiny_kd_options
 from tests.helpers.tiny_run import write_options
-from utils.options import load_options
+from ckdsr.utils.options import load_options
 
 TEACHER = {'type': 'EDSR', 'num_feat': 16, 'num_block': 3}
 LOSSES = [{'type': 'L1Loss'}, {'type': 'L1Loss', 'name': 'l_kd', 'inputs': {'target': 'teacher_sr'}},

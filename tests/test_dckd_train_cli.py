@@ -11,7 +11,7 @@ import torch
 
 from tests.helpers.standins import write_rcan_official, write_vqgan_lightning
 from tests.helpers.tiny_run import make_image_folder
-from utils.options import read_yaml
+from ckdsr.utils.options import read_yaml
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED = REPO / 'options' / 'dckd_rcan_x4.yml'

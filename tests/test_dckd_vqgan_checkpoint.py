@@ -5,7 +5,7 @@ import sys
 import pytest
 import torch
 
-from archs.vqgan import VQGANEncoder
+from ckdsr.archs.vqgan import VQGANEncoder
 from tests.helpers.standins import write_vqgan_lightning
 
 TINY = {'ch': 32, 'ch_mult': [1, 1, 2, 2, 4], 'z_channels': 32, 'embed_dim': 32, 'n_embed': 16}

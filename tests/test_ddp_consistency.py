@@ -9,11 +9,11 @@ import copy
 
 import torch
 
-from models.network_io import unwrap
+from ckdsr.models.network_io import unwrap
 from tests.helpers.gloo import run_gloo
 from tests.helpers.kd import tiny_kd_options
 from tests.helpers.tiny_run import write_options
-from utils.options import load_options
+from ckdsr.utils.options import load_options
 
 PATHS = ['body.0', 'body.1']
 TOTAL = 4
@@ -50,7 +50,7 @@ def _copies(model):
 
 
 def _train_worker(rank, world_size, opt_file, out_dir):
-    from engine.trainer import Trainer
+    from ckdsr.engine.trainer import Trainer
     trainer = Trainer(load_options(opt_file))
     at_start = _copies(trainer.model)
     trainer.run()  # TOTAL steps, validating at the last one
@@ -61,7 +61,7 @@ def _train_worker(rank, world_size, opt_file, out_dir):
 
 def _validate_worker(rank, world_size, opt_file, ema_file, out_file):
     """One process: Trainer.validate of the EMA weights in ``ema_file``."""
-    from engine.trainer import Trainer
+    from ckdsr.engine.trainer import Trainer
     trainer = Trainer(load_options(opt_file))
     assert trainer.world_size == 1
     trainer.model.ema.module.load_state_dict(torch.load(ema_file, weights_only=True))
@@ -105,8 +105,8 @@ def _sync_worker(rank, world_size, out_dir):
 
     from torch import nn
 
-    from models.ema import ModelEMA
-    from models.replica_sync import replicated_modules, sync_replicas
+    from ckdsr.models.ema import ModelEMA
+    from ckdsr.models.replica_sync import replicated_modules, sync_replicas
     torch.manual_seed(100 + rank)  # each rank its own init, as under seed_everything(seed, rank)
     net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4))
     net[1].num_batches_tracked.fill_(rank + 3)  # an integer buffer travels too

@@ -9,12 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ckdsr_demo.config import PipelineError, load_pipeline
-from ckdsr_demo.figures import gain_box
-from ckdsr_demo.logs import parse_line, read_history
-from ckdsr_demo.pipeline import set_item
-from ckdsr_demo.report import MethodRow, full_run_files, reading
-from utils.options import read_yaml
+from ckdsr.demo.config import PipelineError, load_pipeline
+from ckdsr.demo.figures import gain_box
+from ckdsr.demo.logs import parse_line, read_history
+from ckdsr.demo.pipeline import set_item
+from ckdsr.demo.report import MethodRow, full_run_files, reading
+from ckdsr.utils.options import read_yaml
 
 REPO = Path(__file__).resolve().parents[1]
 METHODS = ['Bicubic', 'Student, scratch', 'Student, logits KD', 'Student, DCKD (offline)', 'Teacher']
@@ -61,7 +61,7 @@ def test_set_items_are_yaml_safe():
 
 
 def test_a_failing_tool_names_the_step_and_its_log(tmp_path):
-    from ckdsr_demo.runs import DemoError, run_tool
+    from ckdsr.demo.runs import DemoError, run_tool
     bad = tmp_path / 'bad.yml'
     bad.write_text('name: x\ntrain: {total_itr: 3}\n')
     log = tmp_path / 'logs' / 'train_bad.log'
@@ -95,8 +95,8 @@ def test_reading_compares_with_scratch_and_flags_a_colour_cast():
 
 
 def test_colour_shift_is_the_mean_channel_offset(tmp_path):
-    from ckdsr_demo.scoring import colour_shift
-    from data.image_io import write_png
+    from ckdsr.demo.scoring import colour_shift
+    from ckdsr.data.image_io import write_png
     (tmp_path / 'HR').mkdir()
     hr = np.full((9, 10, 3), 100, np.uint8)
     write_png(tmp_path / 'HR' / 'a.png', hr)
@@ -200,8 +200,8 @@ def test_tiny_demo_writes_the_report(tiny_demo):
 
 
 def test_tiny_demo_pictures_have_their_layout(tiny_demo):
-    from data.image_io import read_image
-    from ckdsr_demo.figures import CURVES_SIZE, DPI, PANEL_INCHES
+    from ckdsr.data.image_io import read_image
+    from ckdsr.demo.figures import CURVES_SIZE, DPI, PANEL_INCHES
     out, _ = tiny_demo
     curves = read_image(out / 'curves.png')
     assert curves.shape[:2] == (round(CURVES_SIZE[1] * DPI), round(CURVES_SIZE[0] * DPI))

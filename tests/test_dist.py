@@ -1,11 +1,11 @@
-"""utils.dist: single-process fallbacks, and two real gloo processes on 127.0.0.1."""
+"""ckdsr.utils.dist: single-process fallbacks, and two real gloo processes on 127.0.0.1."""
 import os
 
 import pytest
 import torch
 
 from tests.helpers.gloo import run_env_gloo
-from utils import dist as D
+from ckdsr.utils import dist as D
 
 
 def _worker(rank: int, world_size: int, out_dir: str) -> None:

@@ -3,7 +3,7 @@ import os
 
 import pytest
 
-from utils import dist as D
+from ckdsr.utils import dist as D
 
 TASK = {'SLURM_PROCID': '5', 'SLURM_NTASKS': '8', 'SLURM_NODELIST': 'gpu[03-04]', 'SLURM_LOCALID': '1'}
 

@@ -3,11 +3,11 @@ weights are not here (issue 16, point 11): they list what is missing, with the o
 to get it, and still print the networks and their parameter counts."""
 from pathlib import Path
 
-from models.network_io import build_network
+from ckdsr.models.network_io import build_network
 from tests.helpers.kd import tiny_kd_options
 from tests.helpers.tiny_run import write_options
-from tools.model_info import main as model_info_main
-from tools.train import main as train_main
+from ckdsr.tools.model_info import main as model_info_main
+from ckdsr.tools.train import main as train_main
 
 REPO = Path(__file__).resolve().parents[1]
 PAPER = str(REPO / 'options' / 'dckd_rcan_x4.yml')

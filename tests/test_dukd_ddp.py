@@ -5,13 +5,13 @@ import os
 import pytest
 import torch
 
-from models import build_model
-from models.network_io import unwrap
+from ckdsr.models import build_model
+from ckdsr.models.network_io import unwrap
 from tests.helpers.gloo import run_gloo
 from tests.helpers.kd import tiny_kd_options
 from tests.helpers.tiny_run import write_options
 from tests.test_dukd_model import TERMS
-from utils.options import load_options
+from ckdsr.utils.options import load_options
 
 STEPS = 2
 

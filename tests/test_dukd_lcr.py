@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from losses.lcr import OPS, IDENTITY, apply_transform, undo_transform, undo_transforms
+from ckdsr.losses.lcr import OPS, IDENTITY, apply_transform, undo_transform, undo_transforms
 
 COMBOS = [combo for r in range(5) for combo in itertools.combinations(OPS, r)]  # canonical order kept
 NAMES = ['+'.join(c) or IDENTITY for c in COMBOS]

@@ -7,11 +7,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models import build_model
-from models.network_io import unwrap
+from ckdsr.models import build_model
+from ckdsr.models.network_io import unwrap
 from tests.helpers.kd import tiny_kd_options
 from tests.helpers.tiny_run import write_options
-from utils.options import load_options
+from ckdsr.utils.options import load_options
 
 TERMS = [
     {'type': 'L1Loss', 'name': 'l_pix'},
@@ -259,7 +259,7 @@ def test_non_finite_loss_skips_the_whole_iteration(tmp_path, variant):
 
 
 def test_student_taps_see_only_the_lr_batch(tmp_path):
-    from utils.feature_taps import FeatureTaps
+    from ckdsr.utils.feature_taps import FeatureTaps
     model = build(tmp_path, {'n_zoom_in': 2}, terms=TERMS[:3])
     model.student_taps = ['body.0']  # as distill.taps.student would set (FAKD-style terms read them)
     model.needed = model.needed | {'student_feats'}

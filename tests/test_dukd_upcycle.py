@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 import torch
 
-from data.matlab_imresize import imresize
-from models.distill.dukd_upcycle import draw_tiles, tile_grid, zoom_in, zoom_out
+from ckdsr.data.matlab_imresize import imresize
+from ckdsr.models.distill.dukd_upcycle import draw_tiles, tile_grid, zoom_in, zoom_out
 
 
 def hr_tile(gt, b, k, s, h, w):

@@ -3,7 +3,7 @@ import pytest
 import torch
 from torch import nn
 
-from models.ema import ModelEMA, unwrap_model
+from ckdsr.models.ema import ModelEMA, unwrap_model
 
 
 class TwoParam(nn.Module):

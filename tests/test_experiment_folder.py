@@ -74,11 +74,11 @@ def test_rerun_without_auto_resume_archives_the_old_folder(finished, capsys):
 def test_a_run_that_fails_to_start_writes_nothing(finished, capsys, monkeypatch):
     tmp, opt, opt_file, exp = finished
     old = _snapshot(exp)
-    import engine.trainer
+    import ckdsr.engine.trainer as trainer_module
 
     def broken(*a, **k):
         raise RuntimeError('model build failed')
-    monkeypatch.setattr(engine.trainer, 'build_model', broken)
+    monkeypatch.setattr(trainer_module, 'build_model', broken)
     with pytest.raises(RuntimeError, match='model build failed'):
         TRAIN_CLI.main(['-opt', str(opt_file), '--set', 'train.total_iter=9'])
     assert _snapshot(exp) == old  # no options.yml rewrite, no log line, no archive
@@ -197,7 +197,7 @@ def test_a_full_disk_during_a_save_is_one_line_and_loses_nothing(tmp_path, capsy
 
 
 def test_the_nan_stop_is_one_line_naming_the_option(tmp_path, capsys, monkeypatch):
-    from models.base_model import BaseModel
+    from ckdsr.models.base_model import BaseModel
     opt_file = write_options(tiny_sr_options(tmp_path, total_iter=9, max_bad_steps=2), tmp_path / 'o.yml')
     real = BaseModel._all_finite
 

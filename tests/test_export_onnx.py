@@ -6,10 +6,10 @@ import json
 import pytest
 import torch
 
-from data.image_io import read_image
-from models.network_io import build_network
-from models.onnx_export import compare_with_onnx, export_onnx
-from tools import export as export_tool
+from ckdsr.data.image_io import read_image
+from ckdsr.models.network_io import build_network
+from ckdsr.models.onnx_export import compare_with_onnx, export_onnx
+from ckdsr.tools import export as export_tool
 
 TOL = 1e-4
 TINY = {
@@ -99,7 +99,7 @@ def test_paper_size_students_via_option_file(tmp_path, set5_x4, option):
     """The students as configured (EDSR R16C64, RCAN 10x6, SwinIR 60 ch 4x6), randomly initialised,
     exported with the -opt form and checked on two Set5 LR images."""
     from tests.conftest import REPO_ROOT
-    from utils.options import read_yaml
+    from ckdsr.utils.options import read_yaml
     tree = read_yaml(str(REPO_ROOT / option))
     torch.manual_seed(1)
     net = build_network(tree['network_g'], tree['scale']).eval()

@@ -5,10 +5,10 @@ import pytest
 import spandrel
 import torch
 
-from archs.official_layouts_export import ExportLayoutError, official_state
-from data.image_io import read_image
-from models.network_io import build_network
-from tools import export as export_tool
+from ckdsr.archs.official_layouts_export import ExportLayoutError, official_state
+from ckdsr.data.image_io import read_image
+from ckdsr.models.network_io import build_network
+from ckdsr.tools import export as export_tool
 
 STUDENTS = [  # tiny versions of the distilled students: RCAN (x3) and SwinIR with either upsampler
     ('RCAN', 3, {'type': 'RCAN', 'num_feat': 16, 'num_group': 2, 'num_block': 2, 'squeeze_factor': 4}),
@@ -60,7 +60,7 @@ def test_refuses_what_spandrel_would_compute_differently():
 
 def test_round_trip_through_ckdsr_loader(tmp_path):
     """The exported file loads back into a fresh ckdsr net with the official-layout reader."""
-    from archs.checkpoint_layouts import load_pretrained
+    from ckdsr.archs.checkpoint_layouts import load_pretrained
     cfg = STUDENTS[0][2]
     net = _random_weights(build_network(cfg, 3))
     layout, state = official_state(net)
@@ -76,7 +76,7 @@ def test_paper_size_students_from_their_option_files(tmp_path, benchmark_dir, op
     """The DCKD students as configured (RCAN 10x6, SwinIR 60 ch 4x6, x4), randomly initialised,
     exported with the -opt form: spandrel finds the arch and scale and gives ckdsr's output."""
     from tests.conftest import REPO_ROOT
-    from utils.options import read_yaml
+    from ckdsr.utils.options import read_yaml
     tree = read_yaml(str(REPO_ROOT / option))
     torch.manual_seed(1)  # the archs' own random init: outputs stay in a sane range (max |out| ~0.9)
     net = build_network(tree['network_g'], tree['scale']).eval()

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from models.network_io import load_weights
-from utils.external_files import EXTERNAL_FILES, describe, option_file_named
-from utils.option_spec import OptionError, paths_unchecked
-from utils.options import load_options
+from ckdsr.models.network_io import load_weights
+from ckdsr.utils.external_files import EXTERNAL_FILES, describe, option_file_named
+from ckdsr.utils.option_spec import OptionError, paths_unchecked
+from ckdsr.utils.options import load_options
 
 REPO = Path(__file__).resolve().parents[1]
 PATH_KEY = re.compile(r'^(dataroot.*|.*_path|pretrain_network_\w+)$')
@@ -93,8 +93,8 @@ def test_weight_loader_says_where_to_get_a_missing_file():
 
 
 def test_arch_loaders_take_their_download_text_from_the_table():
-    from archs.vgg import VGG19_URL, missing_weights_error
-    from archs.vqgan import VQGAN_F16_1024_URL, VQGANEncoder
+    from ckdsr.archs.vgg import VGG19_URL, missing_weights_error
+    from ckdsr.archs.vqgan import VQGAN_F16_1024_URL, VQGANEncoder
     vgg = str(missing_weights_error('distill.embedding.weights_path', None))
     assert vgg == ('distill.embedding.weights_path is not set: VGG19 needs '
                    f'{describe("vgg19-dcbb9e9d.pth")}; download it and set distill.embedding.weights_path to its path.')

@@ -11,13 +11,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from losses.facd import FACDFeatureContrastLoss, FACDReconstructionLoss, adaptive_indicator
-from models import build_model
-from models.network_io import build_network, count_params
+from ckdsr.losses.facd import FACDFeatureContrastLoss, FACDReconstructionLoss, adaptive_indicator
+from ckdsr.models import build_model
+from ckdsr.models.network_io import build_network, count_params
 from tests.helpers.kd import tiny_kd_options
 from tests.helpers.tiny_run import write_options
-from utils.option_spec import OptionError
-from utils.options import load_options, read_yaml
+from ckdsr.utils.option_spec import OptionError
+from ckdsr.utils.options import load_options, read_yaml
 
 REPO = Path(__file__).resolve().parents[1]
 TEACHER = {'type': 'EDSR', 'num_feat': 16, 'num_block': 3}

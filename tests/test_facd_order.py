@@ -10,9 +10,9 @@ import math
 import pytest
 import torch
 
-from archs.facd_regressor import FACDRegressor
-from losses.facd import FACDFeatureContrastLoss
-from models.distill.facd import regress_features
+from ckdsr.archs.facd_regressor import FACDRegressor
+from ckdsr.losses.facd import FACDFeatureContrastLoss
+from ckdsr.models.distill.facd import regress_features
 
 # batch of 2, C = 2, one position (H = W = 1)
 STUDENT = torch.tensor([[3., 4.], [0., 2.]]).view(2, 2, 1, 1)   # channel-normalised: (.6, .8), (0, 1)

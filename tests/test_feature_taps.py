@@ -5,10 +5,10 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from archs.carn import CARN_M
-from archs.edsr import EDSR
-from archs.slimmable_edsr import SlimmableEDSR
-from utils.feature_taps import FeatureTaps
+from ckdsr.archs.carn import CARN_M
+from ckdsr.archs.edsr import EDSR
+from ckdsr.archs.slimmable_edsr import SlimmableEDSR
+from ckdsr.utils.feature_taps import FeatureTaps
 
 
 def tiny_edsr():

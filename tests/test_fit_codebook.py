@@ -5,11 +5,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from models import build_model
-from models.distill.teacher_embedding import load_codebook
+from ckdsr.models import build_model
+from ckdsr.models.distill.teacher_embedding import load_codebook
 from tests.helpers.kd import tiny_kd_options
 from tests.helpers.tiny_run import write_options
-from utils.options import load_options
+from ckdsr.utils.options import load_options
 
 REPO = Path(__file__).resolve().parents[1]
 _spec = importlib.util.spec_from_file_location('fit_codebook', REPO / 'tools' / 'fit_codebook.py')

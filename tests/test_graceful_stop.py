@@ -113,7 +113,7 @@ def test_two_process_gloo_all_ranks_stop_together_and_resume_exactly(tmp_path):
 
 
 def test_stop_request_flags_the_first_signal_raises_on_the_second_and_restores_handlers():
-    from engine.graceful_stop import StopRequest, stop_exit_code
+    from ckdsr.engine.graceful_stop import StopRequest, stop_exit_code
     before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
     with StopRequest() as stop:
         assert not stop.agreed() and stop.name == ''

@@ -5,11 +5,11 @@ import shutil
 import numpy as np
 import torch
 
-from data.image_io import read_image
-from metrics import tensor2img
-from models.inference import self_ensemble_forward
-from models.network_io import build_network
-from tools import infer
+from ckdsr.data.image_io import read_image
+from ckdsr.metrics import tensor2img
+from ckdsr.models.inference import self_ensemble_forward
+from ckdsr.models.network_io import build_network
+from ckdsr.tools import infer
 
 CFG = {'type': 'EDSR', 'num_feat': 8, 'num_block': 1}
 

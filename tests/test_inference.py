@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from models.inference import (crop_to_size, pad_to_multiple, padded_forward, self_ensemble_forward,
+from ckdsr.models.inference import (crop_to_size, pad_to_multiple, padded_forward, self_ensemble_forward,
                               sr_forward, tiled_forward)
 
 

@@ -2,14 +2,14 @@
 import pytest
 import torch
 
-from archs.edsr import EDSR
-from archs.slimmable_edsr import SlimmableEDSR, export_narrow_edsr
-from archs.slimmable_ops import as_slimmable
-from models import build_model
-from models.distill.init_student import init_from_teacher_channels
+from ckdsr.archs.edsr import EDSR
+from ckdsr.archs.slimmable_edsr import SlimmableEDSR, export_narrow_edsr
+from ckdsr.archs.slimmable_ops import as_slimmable
+from ckdsr.models import build_model
+from ckdsr.models.distill.init_student import init_from_teacher_channels
 from tests.helpers.kd import save_standin_teacher, tiny_kd_options
 from tests.helpers.tiny_run import write_options
-from utils.options import load_options
+from ckdsr.utils.options import load_options
 
 LOGITS_KD = [{'type': 'L1Loss', 'weight': 1.0},
              {'type': 'L1Loss', 'weight': 1.0, 'name': 'l_kd', 'inputs': {'target': 'teacher_sr'}}]

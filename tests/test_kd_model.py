@@ -2,11 +2,11 @@
 import pytest
 import torch
 
-from models import build_model
+from ckdsr.models import build_model
 from tests.helpers.kd import tiny_kd_options
 from tests.helpers.tiny_run import write_options
-from utils.option_spec import OptionError
-from utils.options import load_options
+from ckdsr.utils.option_spec import OptionError
+from ckdsr.utils.options import load_options
 
 LOGITS_KD = [{'type': 'L1Loss', 'weight': 1.0},
              {'type': 'L1Loss', 'weight': 1.0, 'name': 'l_kd', 'inputs': {'target': 'teacher_sr'}}]

@@ -1,12 +1,12 @@
-"""utils.logger (idempotent set-up, rank handling, optional tensorboard) and utils.progress lines."""
+"""ckdsr.utils.logger (idempotent set-up, rank handling, optional tensorboard) and utils.progress lines."""
 import logging
 import sys
 
 import pytest
 import torch
 
-from utils import logger as L
-from utils.progress import MessageLogger, ProgressMessage, format_eta
+from ckdsr.utils import logger as L
+from ckdsr.utils.progress import MessageLogger, ProgressMessage, format_eta
 
 
 @pytest.fixture

@@ -2,9 +2,9 @@
 import pytest
 import torch
 
-from losses.contrastive_ratio import ContrastiveRatioLoss, contrastive_ratio
-from utils.build import build_from_cfg
-from utils.registry import LOSS_REGISTRY
+from ckdsr.losses.contrastive_ratio import ContrastiveRatioLoss, contrastive_ratio
+from ckdsr.utils.build import build_from_cfg
+from ckdsr.utils.registry import LOSS_REGISTRY
 
 
 def _t(x, shape):

@@ -4,8 +4,8 @@ import math
 import pytest
 import torch
 
-from losses.dmm import DMMLoss, code_logits
-from utils.registry import LOSS_REGISTRY
+from ckdsr.losses.dmm import DMMLoss, code_logits
+from ckdsr.utils.registry import LOSS_REGISTRY
 
 e = math.exp
 

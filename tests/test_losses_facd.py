@@ -4,8 +4,8 @@ import math
 import pytest
 import torch
 
-from losses.facd import FACDFeatureContrastLoss, FACDReconstructionLoss, adaptive_indicator
-from utils.registry import LOSS_REGISTRY
+from ckdsr.losses.facd import FACDFeatureContrastLoss, FACDReconstructionLoss, adaptive_indicator
+from ckdsr.utils.registry import LOSS_REGISTRY
 
 
 def images(rows):
@@ -210,7 +210,7 @@ def test_gradient_matches_finite_differences():
 
 
 def test_builds_from_option_block():
-    from utils.build import build_from_cfg
+    from ckdsr.utils.build import build_from_cfg
     cfg = {'type': 'FACDFeatureContrastLoss', 'tap_weights': [1.0], 'distance': 'infonce', 'temperature': 0.5}
     loss_fn = build_from_cfg(cfg, LOSS_REGISTRY)
     assert loss_fn.distance == 'infonce' and loss_fn.tap_weights == [1.0] and cfg['type'] == 'FACDFeatureContrastLoss'

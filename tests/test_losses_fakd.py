@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from losses.fakd import FAKDLoss, affinity_difference, spatial_affinity
+from ckdsr.losses.fakd import FAKDLoss, affinity_difference, spatial_affinity
 
 
 def _map(*positions):

@@ -6,9 +6,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from losses.lcr import (OPS, LabelConsistencyLoss, apply_transform, apply_transforms, parse_transform,
+from ckdsr.losses.lcr import (OPS, LabelConsistencyLoss, apply_transform, apply_transforms, parse_transform,
                         sample_transforms, undo_transform, undo_transforms)
-from utils.registry import LOSS_REGISTRY
+from ckdsr.utils.registry import LOSS_REGISTRY
 
 # all 16 composites (each op in or out, canonical order)
 ALL_NAMES = ['+'.join(c) or 'identity' for r in range(5) for c in itertools.combinations(OPS, r)]

@@ -7,9 +7,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from losses.infonce import PCLInfoNCELoss, mean_cosine_similarity
-from losses.pcl_discriminator_loss import DualContrastiveDiscriminatorLoss, DualContrastiveGeneratorLoss
-from utils.registry import LOSS_REGISTRY
+from ckdsr.losses.infonce import PCLInfoNCELoss, mean_cosine_similarity
+from ckdsr.losses.pcl_discriminator_loss import DualContrastiveDiscriminatorLoss, DualContrastiveGeneratorLoss
+from ckdsr.utils.registry import LOSS_REGISTRY
 
 e = math.exp
 

@@ -4,9 +4,9 @@ import math
 import pytest
 import torch
 
-from losses.pixel import CharbonnierLoss, L1Loss, MSELoss
-from utils.build import build_from_cfg
-from utils.registry import LOSS_REGISTRY
+from ckdsr.losses.pixel import CharbonnierLoss, L1Loss, MSELoss
+from ckdsr.utils.build import build_from_cfg
+from ckdsr.utils.registry import LOSS_REGISTRY
 
 # pred - target = [1, -2, 0, 3]
 PRED = torch.tensor([[1., 2.], [3., 4.]], dtype=torch.float64)

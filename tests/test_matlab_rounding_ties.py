@@ -8,9 +8,9 @@ test first checks that the unrounded value really is the tie.
 import numpy as np
 import torch
 
-from data.matlab_imresize import bicubic_downsample, contributions, imresize, imresize_torch
-from metrics import calculate_psnr, calculate_ssim
-from metrics.color import rgb2y_matlab, round_half_away
+from ckdsr.data.matlab_imresize import bicubic_downsample, contributions, imresize, imresize_torch
+from ckdsr.metrics import calculate_psnr, calculate_ssim
+from ckdsr.metrics.color import rgb2y_matlab, round_half_away
 
 
 def tie_image() -> np.ndarray:

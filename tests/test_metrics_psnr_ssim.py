@@ -5,11 +5,11 @@ import cv2
 import numpy as np
 import pytest
 
-from metrics import calculate_psnr, calculate_ssim
-from metrics.color import rgb2y
-from metrics.ssim import gaussian_window
-from utils.build import build_from_cfg
-from utils.registry import METRIC_REGISTRY
+from ckdsr.metrics import calculate_psnr, calculate_ssim
+from ckdsr.metrics.color import rgb2y
+from ckdsr.metrics.ssim import gaussian_window
+from ckdsr.utils.build import build_from_cfg
+from ckdsr.utils.registry import METRIC_REGISTRY
 
 TOL = 1e-10
 
@@ -192,7 +192,7 @@ def test_matlab_y_psnr_ssim_match_skimage_on_rounded_y(pairs, crop):
 
 
 def test_matlab_y_is_the_rounded_y_and_basicsr_stays_the_default():
-    from metrics.color import rgb2y_matlab
+    from ckdsr.metrics.color import rgb2y_matlab
     img = np.random.default_rng(4).integers(0, 256, (40, 40, 3)).astype(np.uint8)
     np.testing.assert_array_equal(rgb2y_matlab(img), _y_matlab_oracle(img))
     # (10, 20, 30): 31.5876... -> 32

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from metrics import tensor2img
+from ckdsr.metrics import tensor2img
 
 
 def _float32_tie(target):

@@ -10,11 +10,11 @@ import pytest
 import torch
 import yaml
 
-from archs.carn import CARN_M
-from archs.edsr import EDSR
-from archs.swinir import SwinIR
+from ckdsr.archs.carn import CARN_M
+from ckdsr.archs.edsr import EDSR
+from ckdsr.archs.swinir import SwinIR
 from tests.conftest import REPO_ROOT
-from utils.complexity import count_macs, count_params, macs_and_output_shape
+from ckdsr.utils.complexity import count_macs, count_params, macs_and_output_shape
 
 
 def edsr_macs(c, blocks, h, w):
@@ -92,7 +92,7 @@ def test_cli_option_file_reports_every_network_block(tmp_path, monkeypatch, caps
         calls.append((p, list(sets)))
         return yaml.safe_load(open(p))
 
-    monkeypatch.setattr('utils.options.load_options', fake_load_options)
+    monkeypatch.setattr('ckdsr.utils.options.load_options', fake_load_options)
     tool = load_tool()
     assert tool.main(['-opt', str(path), '--set', 'train.total_iter=5', '--lr-size', '8x8']) == 0
     lines = capsys.readouterr().out.strip().splitlines()

@@ -15,16 +15,16 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from losses.contrastive_ratio import ContrastiveRatioLoss
-from losses.facd import FACDFeatureContrastLoss
-from models import build_model
-from models.network_io import unwrap
+from ckdsr.losses.contrastive_ratio import ContrastiveRatioLoss
+from ckdsr.losses.facd import FACDFeatureContrastLoss
+from ckdsr.models import build_model
+from ckdsr.models.network_io import unwrap
 from tests.helpers.gloo import run_gloo
 from tests.helpers.kd import tiny_kd_options
 from tests.helpers.standins import write_vqgan
 from tests.helpers.tiny_run import tiny_sr_options, write_options
-from utils.dist_gather import gather_batch, gather_signal
-from utils.options import load_options
+from ckdsr.utils.dist_gather import gather_batch, gather_signal
+from ckdsr.utils.options import load_options
 
 B_LOCAL, WORLD = 2, 2
 

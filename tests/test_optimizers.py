@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from models.optimizers import OPTIMIZER_ARGS, REQUIRED, build_optimizer, optimizer_signature
+from ckdsr.models.optimizers import OPTIMIZER_ARGS, REQUIRED, build_optimizer, optimizer_signature
 
 
 def _params():

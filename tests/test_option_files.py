@@ -13,12 +13,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from models import build_model
-from models.option_schema import schema_for
+from ckdsr.models import build_model
+from ckdsr.models.option_schema import schema_for
 from tests.helpers.standins import with_standin_weights
 from tests.helpers.tiny_run import make_image_folder
-from utils.option_spec import paths_unchecked
-from utils.options import read_yaml, validate_tree
+from ckdsr.utils.option_spec import paths_unchecked
+from ckdsr.utils.options import read_yaml, validate_tree
 
 REPO = Path(__file__).resolve().parents[1]
 OPTION_FILES = sorted(p for p in glob.glob(str(REPO / 'options' / '**' / '*.yml'), recursive=True))
@@ -151,7 +151,7 @@ def test_option_file_builds_and_runs_two_steps(path, tmp_path):
     if not opt.get('train'):
         check_test_only_network(model, opt, path)
         return
-    from engine.data_setup import build_dataset
+    from ckdsr.engine.data_setup import build_dataset
     ds = build_dataset('train', opt['datasets']['train'], opt['scale'])
     batch = {k: torch.stack([ds[0][k], ds[1][k]]) for k in ('lq', 'gt')}
     declared = declared_terms(tree['train'])

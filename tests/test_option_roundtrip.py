@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from utils.option_spec import REQUIRED, Field, Section, paths_unchecked
-from utils.options import load_options, read_yaml, save_options, validate_tree
+from ckdsr.utils.option_spec import REQUIRED, Field, Section, paths_unchecked
+from ckdsr.utils.options import load_options, read_yaml, save_options, validate_tree
 
 REPO = Path(__file__).resolve().parents[1]
 OPTION_FILES = sorted(glob.glob(str(REPO / 'options' / '**' / '*.yml'), recursive=True))
@@ -66,7 +66,7 @@ def test_defaults_are_saved_as_yaml_lists_not_tuples(tmp_path):
 
 def test_saved_training_options_pass_train_dry_run(tmp_path):
     """tools/train.py accepts the saved file: --dry-run validates it and builds the networks."""
-    from tools.train import main as train_main
+    from ckdsr.tools.train import main as train_main
     with paths_unchecked():
         opt = load_options(str(REPO / 'options' / 'dckd_rcan_x4.yml'))
     save_options(opt, str(tmp_path / 'options.yml'))
@@ -80,7 +80,7 @@ def test_saved_training_options_pass_train_dry_run(tmp_path):
 
 @pytest.mark.parametrize('name', sorted(os.listdir(REPO / 'options' / 'test')))
 def test_saved_test_options_are_accepted_by_tools_test(name, tmp_path):
-    from engine.test_runner import options_from_file
+    from ckdsr.engine.test_runner import options_from_file
     with paths_unchecked():
         opt = options_from_file(str(REPO / 'options' / 'test' / name))
         save_options(opt, str(tmp_path / 'options.yml'))
@@ -92,7 +92,7 @@ def test_the_options_yml_a_kd_run_writes_loads_again(tmp_path, capsys):
     """The file a real run saves (experiments/<name>/options.yml), through tools/train.py."""
     from tests.helpers.kd import tiny_kd_options
     from tests.helpers.tiny_run import write_options
-    from tools.train import main as train_main
+    from ckdsr.tools.train import main as train_main
     opt = tiny_kd_options(tmp_path, [{'type': 'L1Loss'}, {'type': 'L1Loss', 'name': 'l_kd',
                                                           'inputs': {'target': 'teacher_sr'}}], total_iter=1)
     opt['val']['val_freq'] = 1

@@ -3,10 +3,10 @@ from typing import Optional, Sequence
 
 import pytest
 
-from utils.option_spec import (REQUIRED, Block, DictOf, Field, ListOf, OptionError, Section,
+from ckdsr.utils.option_spec import (REQUIRED, Block, DictOf, Field, ListOf, OptionError, Section,
                                merge_sections, registry_resolver)
-from utils.options import validate_tree
-from utils.registry import Registry
+from ckdsr.utils.options import validate_tree
+from ckdsr.utils.registry import Registry
 
 REG = Registry('arch')
 
@@ -123,7 +123,7 @@ def test_merge_sections_recurses():
 
 
 def test_paths_unchecked_skips_only_existence(tmp_path):
-    from utils.option_spec import paths_unchecked
+    from ckdsr.utils.option_spec import paths_unchecked
     spec = Section({'p': Field(Optional[str], None, path=True), 'n': Field(int, 1)})
     with paths_unchecked():
         assert validate_tree({'p': str(tmp_path / 'missing')}, spec, 'f')['p'].endswith('missing')

@@ -1,7 +1,7 @@
 import pytest
 
-from utils.option_spec import OptionError
-from utils.options import apply_overrides, parse_override, read_yaml
+from ckdsr.utils.option_spec import OptionError
+from ckdsr.utils.options import apply_overrides, parse_override, read_yaml
 
 
 def test_parse_override_values_are_yaml():
@@ -54,7 +54,7 @@ def test_read_yaml_errors(tmp_path):
 
 
 def test_source_of_a_key_is_set_when_an_override_touched_it():
-    from utils.options import source_of
+    from ckdsr.utils.options import source_of
     sets = ['train.total_iter=0', 'trian.x=1', 'datasets.train=null']
     assert source_of('train.total_iter', 'f.yml', sets) == '--set'
     assert source_of('trian', 'f.yml', sets) == '--set'  # the typo is the command line's, not the file's
@@ -64,8 +64,8 @@ def test_source_of_a_key_is_set_when_an_override_touched_it():
 
 
 def test_load_options_attributes_each_problem(tmp_path):
-    from utils.option_spec import Field, Section
-    from utils.options import load_options
+    from ckdsr.utils.option_spec import Field, Section
+    from ckdsr.utils.options import load_options
     path = tmp_path / 'o.yml'
     path.write_text('a: 0\nb: 0\n')
     schema = Section({'a': Field(int, 1, minimum=1), 'b': Field(int, 1, minimum=1)})

@@ -10,15 +10,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from data import pcl_samples
-from data.pcl_samples import make_pcl_samples, sharpen, sharpness_factors
-from models.distill import history as history_mod
-from models.distill import pcl as pcl_mod
-from models.schedulers import build_scheduler
+from ckdsr.data import pcl_samples
+from ckdsr.data.pcl_samples import make_pcl_samples, sharpen, sharpness_factors
+from ckdsr.models.distill import history as history_mod
+from ckdsr.models.distill import pcl as pcl_mod
+from ckdsr.models.schedulers import build_scheduler
 from tests.test_dckd_history import batch as dckd_batch
 from tests.test_dckd_history import build as build_dckd
 from tests.test_dckd_history import fill, history_of
-from utils.options import read_yaml
+from ckdsr.utils.options import read_yaml
 
 OPTIONS = Path(__file__).resolve().parents[1] / 'options'
 DCKD_PAPER = ['dckd_rcan_x2.yml', 'dckd_rcan_x3.yml', 'dckd_rcan_x4.yml', 'dckd_rcan_x4_offline.yml',

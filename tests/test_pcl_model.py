@@ -7,13 +7,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from losses.pcl_discriminator_loss import dual_contrastive_loss
-from models import build_model
-from models.distill.pcl import OFFICIAL_NO_GRAD_WARNING
+from ckdsr.losses.pcl_discriminator_loss import dual_contrastive_loss
+from ckdsr.models import build_model
+from ckdsr.models.distill.pcl import OFFICIAL_NO_GRAD_WARNING
 from tests.helpers.kd import save_standin_teacher, tiny_kd_options
 from tests.helpers.tiny_run import tiny_sr_options, write_options
-from utils.option_spec import OptionError
-from utils.options import load_options
+from ckdsr.utils.option_spec import OptionError
+from ckdsr.utils.options import load_options
 
 TINY_D = {'type': 'PCLDiscriminator', 'num_feat': 4, 'num_blocks': 8}
 L1 = {'type': 'L1Loss', 'weight': 1.0, 'name': 'l_pix'}
@@ -275,7 +275,7 @@ def test_options_are_validated_with_key_paths(tmp_path):
 # ---------------------------------------------------------------------------- two processes
 def _ddp_worker(rank, world_size, opt_path, out_dir):
     import os
-    from utils import dist as D
+    from ckdsr.utils import dist as D
     D.init_dist('pytorch', backend='gloo')
     torch.manual_seed(0)
     model = build_model(load_options(opt_path), rank=rank, world_size=world_size, device=torch.device('cpu'))

@@ -1,7 +1,7 @@
 import pytest
 
-from utils.registry import Registry
-from utils.suggest import closest, did_you_mean
+from ckdsr.utils.registry import Registry
+from ckdsr.utils.suggest import closest, did_you_mean
 
 
 def test_register_and_get():

@@ -5,11 +5,11 @@ import pytest
 import torch
 import yaml
 
-from archs.nafnet import NAFNet
-from data.image_io import read_image
-from engine.evaluation import metric_conventions, with_metric_space
+from ckdsr.archs.nafnet import NAFNet
+from ckdsr.data.image_io import read_image
+from ckdsr.engine.evaluation import metric_conventions, with_metric_space
 from tests.helpers.restoration_sets import make_gopro, make_rain, photo_sources
-from tools.test import main
+from ckdsr.tools.test import main
 
 TINY = dict(img_channel=3, width=8, middle_blk_num=1, enc_blk_nums=[1], dec_blk_nums=[1])
 

@@ -7,15 +7,15 @@ from the global torch generator at every training forward. 6 images, batch 2: 3 
 epoch; a state every 2 iterations, so the state at iteration 2 lies inside the first epoch (one
 batch of it left) and the resumed run also crosses an epoch boundary. Resuming from it must give
 the weights of the uninterrupted run bit for bit; with the RNG restore disabled
-(``engine.trainer.set_rng_state`` made a no-op) it must not, which shows the test depends on it.
+(``ckdsr.engine.trainer.set_rng_state`` made a no-op) it must not, which shows the test depends on it.
 """
 import torch
 import torch.nn.functional as F
 
-from models.distill.teacher_embedding import save_codebook
+from ckdsr.models.distill.teacher_embedding import save_codebook
 from tests.helpers.kd import tiny_kd_options
 from tests.helpers.tiny_run import write_options
-from utils.options import load_options
+from ckdsr.utils.options import load_options
 
 TEACHER = {'type': 'EDSR', 'num_feat': 16, 'num_block': 3}
 STUDENT = {'type': 'SwinIR', 'embed_dim': 8, 'depths': [2], 'num_heads': [2], 'window_size': 4, 'mlp_ratio': 2,
@@ -62,8 +62,8 @@ def differs(a, b):
 
 
 def test_mid_epoch_resume_through_the_trainer_restores_the_global_rng(tmp_path, monkeypatch):
-    from engine import trainer as trainer_mod
-    from engine.trainer import Trainer
+    from ckdsr.engine import trainer as trainer_mod
+    from ckdsr.engine.trainer import Trainer
 
     ref = Trainer(options(tmp_path / 'ref', 'ref'))
     assert len(ref.train_set) == 6 and ref.loader.batch_size == 2  # 3 iterations per epoch

@@ -1,12 +1,12 @@
-"""utils.rng: restoring a captured state reproduces the same draws; seeds are stable."""
+"""ckdsr.utils.rng: restoring a captured state reproduces the same draws; seeds are stable."""
 import random
 
 import numpy as np
 import pytest
 import torch
 
-from utils.rng import derive_seed, get_rng_state, seed_everything, set_rng_state
-from utils.checkpoint import load_state, save_atomic
+from ckdsr.utils.rng import derive_seed, get_rng_state, seed_everything, set_rng_state
+from ckdsr.utils.checkpoint import load_state, save_atomic
 
 
 def _draws():

@@ -10,12 +10,12 @@ import pytest
 import torch
 from torch import nn
 
-from engine import run_info
+from ckdsr.engine import run_info
 from tests.helpers.kd import tiny_kd_options
 from tests.helpers.tiny_run import write_options
-from utils.complexity import params_text
-from utils.options import load_options
-from utils.progress import MessageLogger, training_bar
+from ckdsr.utils.complexity import params_text
+from ckdsr.utils.options import load_options
+from ckdsr.utils.progress import MessageLogger, training_bar
 
 L1 = [{'name': 'l_pix', 'type': 'L1Loss', 'weight': 1.0, 'inputs': {'pred': 'sr', 'target': 'gt'}}]
 
@@ -88,7 +88,7 @@ def test_helper_nets_skip_the_teacher_and_shared_modules():
 
 # ---------------------------------------------------------------- a tiny KD run
 def _train(tmp_path, monkeypatch, argv, **changes):
-    from engine.trainer import Trainer
+    from ckdsr.engine.trainer import Trainer
     opt = tiny_kd_options(tmp_path, L1, **changes.pop('train', {}))
     for section, values in changes.items():
         opt[section].update(values)
@@ -107,7 +107,7 @@ def test_kd_train_log_says_how_to_reproduce_the_run(tmp_path, monkeypatch):
     assert 'host: ' in log and 'processes: world size 1, launcher none (single process)' in log
     assert 'device: cpu' in log
     # EDSR num_feat 8, num_block 2 student; num_feat 16, num_block 2 teacher (tests/helpers/kd.py)
-    from models.network_io import build_network
+    from ckdsr.models.network_io import build_network
     n_s = sum(p.numel() for p in build_network({'type': 'EDSR', 'num_feat': 8, 'num_block': 2}, 2).parameters())
     n_t = sum(p.numel() for p in build_network({'type': 'EDSR', 'num_feat': 16, 'num_block': 2}, 2).parameters())
     assert f'network student network_g: EDSR  params {n_s:,} ' in log and '(+ EMA copy, decay 0.9)' in log

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from models.schedulers import (SCHEDULER_ARGS, IterLRScheduler, build_scheduler, scheduler_class,
+from ckdsr.models.schedulers import (SCHEDULER_ARGS, IterLRScheduler, build_scheduler, scheduler_class,
                                scheduler_signature)
 
 C = math.cos(math.pi / 4)

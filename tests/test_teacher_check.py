@@ -5,11 +5,11 @@ import pytest
 import torch
 from torch import nn
 
-from data.benchmark_dataset import BenchmarkDataset
-from data.matlab_imresize import imresize_torch
-from engine.evaluation import average, evaluate_dataset
-from engine.teacher_check import TeacherCheck, check_teacher, log_teacher_check
-from models.network_io import build_network
+from ckdsr.data.benchmark_dataset import BenchmarkDataset
+from ckdsr.data.matlab_imresize import imresize_torch
+from ckdsr.engine.evaluation import average, evaluate_dataset
+from ckdsr.engine.teacher_check import TeacherCheck, check_teacher, log_teacher_check
+from ckdsr.models.network_io import build_network
 from tests.helpers.gloo import run_gloo
 from tests.helpers.tiny_run import make_image_folder
 
@@ -53,7 +53,7 @@ def test_random_teacher_is_below_bicubic_and_warns(tmp_path, caplog):
 
 
 def test_the_check_leaves_the_global_random_generators_as_they_were(tmp_path):
-    from utils.rng import get_rng_state
+    from ckdsr.utils.rng import get_rng_state
     sets, net = _val_sets(tmp_path / 'val'), _random_teacher()
     torch.manual_seed(3)
     before = get_rng_state()

@@ -13,12 +13,12 @@ import pytest
 import torch
 from PIL import Image
 
-from archs.carn import CARN_M
-from archs.edsr import EDSR
-from engine.report import DatasetResult, format_table, read_csv, results_document, write_csv, write_json
-from models.inference import self_ensemble_forward
+from ckdsr.archs.carn import CARN_M
+from ckdsr.archs.edsr import EDSR
+from ckdsr.engine.report import DatasetResult, format_table, read_csv, results_document, write_csv, write_json
+from ckdsr.models.inference import self_ensemble_forward
 from tests.conftest import REPO_ROOT
-from tools.test import main
+from ckdsr.tools.test import main
 
 TINY = ['num_feat=8', 'num_block=1']
 SIZES = {'a': (50, 42), 'b': (37, 45), 'grey': (44, 40)}  # (width, height); odd sizes get mod-cropped

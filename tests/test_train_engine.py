@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from tests.helpers.tiny_run import tiny_sr_options, write_options
-from utils.options import load_options
+from ckdsr.utils.options import load_options
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -22,7 +22,7 @@ def run_train(opt_file: Path, *extra: str, timeout: float = 120, env=None) -> su
 
 
 def test_train_writes_experiment_and_validates(tmp_path):
-    from engine.trainer import Trainer
+    from ckdsr.engine.trainer import Trainer
     opt_file = write_options(tiny_sr_options(tmp_path), tmp_path / 'o.yml')
     opt = load_options(str(opt_file))
     result = Trainer(opt).run()
@@ -42,8 +42,8 @@ def test_validation_images_reach_tensorboard(tmp_path):
     """val.tb_images: the first N outputs per validation set, pixel-identical to the saved PNGs."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    from data.image_io import read_image
-    from engine.trainer import Trainer
+    from ckdsr.data.image_io import read_image
+    from ckdsr.engine.trainer import Trainer
     opt = tiny_sr_options(tmp_path)
     opt['val'].update(tb_images=1, save_img=True)
     opt['logger']['use_tb_logger'] = True

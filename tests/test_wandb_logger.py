@@ -10,10 +10,10 @@ import types
 import pytest
 
 from tests.helpers.tiny_run import tiny_sr_options, write_options
-from utils import logger as logger_mod
-from utils.option_spec import OptionError
-from utils.options import load_options
-from utils.wandb_logger import TeeWriter, WandbWriter, import_wandb, init_wandb_writer
+from ckdsr.utils import logger as logger_mod
+from ckdsr.utils.option_spec import OptionError
+from ckdsr.utils.options import load_options
+from ckdsr.utils.wandb_logger import TeeWriter, WandbWriter, import_wandb, init_wandb_writer
 
 
 class FakeRun:
@@ -131,7 +131,7 @@ def test_offline_run_logs_the_tensorboard_scalars(tmp_path, monkeypatch):
     monkeypatch.setattr(SummaryWriter, 'add_scalar', add_scalar)
     monkeypatch.setattr(wandb, 'init', init)
 
-    from engine.trainer import Trainer
+    from ckdsr.engine.trainer import Trainer
     opt = _opt(tmp_path, project='ckdsr-test')
     opt['logger'].update(use_tb_logger=True)
     opt = load_options(str(write_options(opt, tmp_path / 'o.yml')))

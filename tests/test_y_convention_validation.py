@@ -5,11 +5,11 @@ import os
 import numpy as np
 import pytest
 
-from data.image_io import read_image
-from metrics import tensor2img
+from ckdsr.data.image_io import read_image
+from ckdsr.metrics import tensor2img
 from tests.helpers.tiny_run import tiny_sr_options, write_options
-from utils.option_spec import OptionError
-from utils.options import load_options
+from ckdsr.utils.option_spec import OptionError
+from ckdsr.utils.options import load_options
 
 
 def _y_matlab(img):
@@ -18,7 +18,7 @@ def _y_matlab(img):
 
 
 def test_validation_scores_both_conventions_as_the_metric_blocks_say(tmp_path):
-    from engine.trainer import Trainer
+    from ckdsr.engine.trainer import Trainer
     opt = tiny_sr_options(tmp_path, total_iter=3)
     base = {'type': 'calculate_psnr', 'crop_border': 2, 'test_y_channel': True}
     opt['val'].update(save_img=True, metrics={'psnr': base, 'psnr_matlab': {**base, 'y_convention': 'matlab'}})

@@ -25,13 +25,14 @@ scripts) or ``input.lmdb`` + ``target.lmdb`` (deraining: whole images; ``--crop-
 """
 import sys
 from pathlib import Path
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+if __package__ in (None, ''):  # run as a script (python tools/x.py): the repository root on sys.path
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import argparse  # noqa: E402
 import os  # noqa: E402
 
-from data.lmdb_writer import create_paired_lmdb  # noqa: E402
-from data.restoration_lmdb import create_restoration_lmdb  # noqa: E402
+from ckdsr.data.lmdb_writer import create_paired_lmdb  # noqa: E402
+from ckdsr.data.restoration_lmdb import create_restoration_lmdb  # noqa: E402
 
 #: --task -> (crop size, step) defaults; SR (no --task): 480 / 240
 TASK_CROPS = {None: (480, 240), 'gopro': (512, 256), 'rain': (0, None)}

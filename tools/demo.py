@@ -23,7 +23,7 @@ from typing import List, Optional
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    from ckdsr_demo.config import DEFAULT_PIPELINE, PipelineError
+    from ckdsr.demo.config import DEFAULT_PIPELINE, PipelineError
     p = argparse.ArgumentParser(description='Run the ckdsr pipeline end to end on bundled photos (CPU, no download).')
     p.add_argument('--out', default='demo_out', help='output folder (default demo_out)')
     p.add_argument('--tiny', action='store_true', help='tiny networks and a few steps: the pipeline in seconds')
@@ -31,9 +31,9 @@ def main(argv: Optional[List[str]] = None) -> int:
                    help='pipeline file (default options/demo/pipeline.yaml)')
     p.add_argument('--no-progress', action='store_true', help='no progress bars')
     args = p.parse_args(argv)
-    from ckdsr_demo.pipeline import run_demo
-    from ckdsr_demo.runs import DemoError
-    from utils.option_spec import OptionError
+    from ckdsr.demo.pipeline import run_demo
+    from ckdsr.demo.runs import DemoError
+    from ckdsr.utils.option_spec import OptionError
     try:
         run_demo(Path(args.out), tiny=args.tiny, pipeline=Path(args.pipeline), progress=not args.no_progress)
     except (DemoError, PipelineError, OptionError) as err:

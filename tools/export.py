@@ -10,7 +10,7 @@ official RCAN / SwinIR key layout that spandrel (chaiNNer, ComfyUI) and the orig
 
 The network comes from ``-opt`` / ``--arch`` exactly as in ``tools/test.py``. ``--format official``
 writes a bare state dict (``torch.save``) in the release's key names, checked by reading it back
-with ckdsr's own loader; see :mod:`archs.official_layouts_export` for what spandrel assumes.
+with ckdsr's own loader; see :mod:`ckdsr.archs.official_layouts_export` for what spandrel assumes.
 """
 try:
     import _bootstrap  # noqa: F401  (run as a script: tools/ is sys.path[0])
@@ -25,7 +25,7 @@ from typing import List, Optional
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
-    from engine.deploy_net import add_network_args, check_network_args
+    from ckdsr.engine.deploy_net import add_network_args, check_network_args
     p = argparse.ArgumentParser(description='Export an SR network to ONNX or to the official RCAN/SwinIR layout.')
     add_network_args(p)
     p.add_argument('--format', choices=('onnx', 'official'), required=True)
@@ -46,8 +46,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
 
 
 def read_check_images(paths: List[str]):
-    from data.image_io import read_image
-    from engine.deploy_net import list_inputs
+    from ckdsr.data.image_io import read_image
+    from ckdsr.engine.deploy_net import list_inputs
     try:
         files = [f for p in paths for f in list_inputs(p)]
     except FileNotFoundError as err:
@@ -58,10 +58,10 @@ def read_check_images(paths: List[str]):
 def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(argv)
     import torch
-    from archs.official_layouts_export import ExportLayoutError, official_state
-    from engine.deploy_net import network_from_args
-    from engine.test_runner import EvalSetupError
-    from utils.option_spec import OptionError
+    from ckdsr.archs.official_layouts_export import ExportLayoutError, official_state
+    from ckdsr.engine.deploy_net import network_from_args
+    from ckdsr.engine.test_runner import EvalSetupError
+    from ckdsr.utils.option_spec import OptionError
     try:
         net, opt, report = network_from_args(args)
         images, names = read_check_images(args.check_images) if args.check_images else ([], [])
@@ -75,7 +75,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             result['layout'] = layout
             print(f'wrote {args.out} ({layout} layout, {len(state)} tensors; read back by ckdsr and equal)')
         else:
-            from models.onnx_export import compare_with_onnx, export_onnx
+            from ckdsr.models.onnx_export import compare_with_onnx, export_onnx
             export_onnx(net, args.out, opt['scale'], opset=args.opset)
             print(f'wrote {args.out} (opset {args.opset}, dynamic N/H/W)')
             if images:

@@ -18,7 +18,8 @@ import sys
 import time
 from typing import Optional, Tuple, Union
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+if __package__ in (None, ''):  # run as a script (python tools/x.py): the repository root on sys.path
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import torch  # noqa: E402
 
@@ -90,9 +91,9 @@ def kmeans(x: torch.Tensor, k: int, iters: int = 50, init: Union[str, torch.Tens
 def collect_features(opt, device: torch.device, num_batches: int, per_image: int, max_samples: int,
                      seed: int) -> Tuple[torch.Tensor, dict]:
     """z vectors (M, D) of the teacher embedding over random training patches, and the settings."""
-    from engine.data_setup import build_dataset
-    from models.distill.teacher import Teacher
-    from models.distill.teacher_embedding import build_teacher_features
+    from ckdsr.engine.data_setup import build_dataset
+    from ckdsr.models.distill.teacher import Teacher
+    from ckdsr.models.distill.teacher_embedding import build_teacher_features
 
     cfg = opt['distill']['teacher_embedding']
     teacher = Teacher(opt['network_t'], opt.get('path') or {}, opt['scale'], device)
@@ -141,10 +142,10 @@ def main(argv=None) -> int:
     p.add_argument('--set', nargs='+', default=[], metavar='KEY.PATH=VALUE', help='option overrides (YAML values)')
     args = p.parse_args(argv)
 
-    from models.base_model import select_device
-    from models.distill.teacher_embedding import save_codebook
-    from utils.option_spec import OptionError
-    from utils.options import apply_overrides, load_options, read_yaml
+    from ckdsr.models.base_model import select_device
+    from ckdsr.models.distill.teacher_embedding import save_codebook
+    from ckdsr.utils.option_spec import OptionError
+    from ckdsr.utils.options import apply_overrides, load_options, read_yaml
 
     try:
         raw = apply_overrides(read_yaml(args.opt), args.set)

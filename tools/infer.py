@@ -6,7 +6,7 @@
         --input photos/ --output out/
 
 The network is built and loaded as ``tools/test.py`` does (same ``-opt`` / ``--arch`` forms and
-checkpoint layouts) and runs through :func:`engine.evaluation.make_forward` (the same tiling and x8
+checkpoint layouts) and runs through :func:`ckdsr.engine.evaluation.make_forward` (the same tiling and x8
 self-ensemble as testing) under ``torch.inference_mode()``. On CUDA it runs under bf16 autocast by
 default (``--amp none`` for fp32); on the CPU in fp32. Output: ``<output>/<name>_x<scale>.png``
 (``--suffix`` changes the tail); images are read as 3-channel RGB, as in testing.
@@ -27,7 +27,7 @@ AMP = {'bf16': 'bfloat16', 'fp16': 'float16', 'none': None}
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
-    from engine.deploy_net import add_network_args, check_network_args
+    from ckdsr.engine.deploy_net import add_network_args, check_network_args
     p = argparse.ArgumentParser(description='Upscale a file or a folder of images with a trained SR network.')
     add_network_args(p)
     p.add_argument('--input', required=True, help='an image file or a folder of images (not recursive)')
@@ -55,8 +55,8 @@ def upscale_folder(forward, files: List[Path], out_dir: Path, suffix: str, devic
     """Run ``forward`` (lq -> sr, NCHW in [0, 1]) on every file; returns (files written, inputs that did
     not decode). Undecodable inputs are reported through ``log`` and skipped."""
     import torch
-    from data.image_io import ImageReadError, read_image, write_png
-    from metrics import tensor2img
+    from ckdsr.data.image_io import ImageReadError, read_image, write_png
+    from ckdsr.metrics import tensor2img
     written, failed = [], []
     items = files
     if progress:
@@ -90,10 +90,10 @@ def upscale_folder(forward, files: List[Path], out_dir: Path, suffix: str, devic
 def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(argv)
     import torch
-    from engine.deploy_net import list_inputs, network_from_args
-    from engine.evaluation import make_forward
-    from engine.test_runner import EvalSetupError, resolve_device
-    from utils.option_spec import OptionError
+    from ckdsr.engine.deploy_net import list_inputs, network_from_args
+    from ckdsr.engine.evaluation import make_forward
+    from ckdsr.engine.test_runner import EvalSetupError, resolve_device
+    from ckdsr.utils.option_spec import OptionError
     try:
         device = resolve_device(args.device)
         try:

@@ -7,11 +7,12 @@ Existing files are kept unless ``--overwrite``.
 """
 import sys
 from pathlib import Path
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+if __package__ in (None, ''):  # run as a script (python tools/x.py): the repository root on sys.path
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import argparse  # noqa: E402
 
-from data.bicubic_lr import make_lr_folder  # noqa: E402
+from ckdsr.data.bicubic_lr import make_lr_folder  # noqa: E402
 
 
 def main(argv=None) -> int:

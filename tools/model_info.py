@@ -24,16 +24,15 @@ import json
 import sys
 from typing import Any, Dict, List, Tuple
 
-import torch
 import yaml
 
-import archs  # noqa: F401  (fills ARCH_REGISTRY)
-from archs.slimmable_ops import Slimmable, width_param_counts
-from utils.build import build_from_cfg
-from utils.complexity import count_params, macs_and_output_shape, params_text
-from utils.option_spec import OptionError
-from utils.registry import ARCH_REGISTRY
-from utils.suggest import did_you_mean
+import ckdsr.archs  # noqa: F401  (fills ARCH_REGISTRY)
+from ckdsr.archs.slimmable_ops import Slimmable, width_param_counts
+from ckdsr.engine.dry_run import build_on_meta, load_allowing_missing, network_blocks
+from ckdsr.utils.complexity import count_params, macs_and_output_shape, params_text
+from ckdsr.utils.option_spec import OptionError
+from ckdsr.utils.registry import ARCH_REGISTRY
+from ckdsr.utils.suggest import did_you_mean
 
 
 def parse_size(text: str) -> Tuple[int, int]:
@@ -56,15 +55,6 @@ def parse_sets(items: List[str]) -> Dict[str, Any]:
             raise SystemExit(f"model_info: --set expects key=value, got '{item}'")
         out[key.strip()] = yaml.safe_load(value)
     return out
-
-
-def build_on_meta(cfg: Dict[str, Any]) -> torch.nn.Module:
-    """Build ``cfg`` on the meta device (no memory); archs that cannot are built on the CPU."""
-    try:
-        with torch.device('meta'):
-            return build_from_cfg(cfg, ARCH_REGISTRY)
-    except (NotImplementedError, RuntimeError):
-        return build_from_cfg(cfg, ARCH_REGISTRY)
 
 
 def describe(name: str, cfg: Dict[str, Any], lr_size: Tuple[int, int]) -> Dict[str, Any]:
@@ -97,7 +87,6 @@ def option_blocks(args) -> List[Tuple[str, Dict[str, Any]]]:
     """Every top-level ``network_*`` block of the option file (``upscale`` from ``scale`` as a run
     fills it). Missing data or weight files do not stop it: they are listed on stderr with where
     to get them."""
-    from engine.dry_run import load_allowing_missing, network_blocks
     opt, missing = load_allowing_missing(args.opt, args.set)
     for line in missing:
         print(f'missing: {line}', file=sys.stderr)

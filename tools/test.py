@@ -11,7 +11,7 @@
 
 Each dataset folder holds ``HR/`` and ``LR_bicubic/X<s>/<name>x<s>.png`` (EDSR layout); a set
 without ``LR_bicubic/X<s>`` (Manga109) gets its LR from the MATLAB-exact bicubic, and says so.
-Weights load in any layout :func:`archs.checkpoint_layouts.load_pretrained` knows (BasicSR
+Weights load in any layout :func:`ckdsr.archs.checkpoint_layouts.load_pretrained` knows (BasicSR
 ``params``/``params_ema``, EDSR-PyTorch, RCAN, SwinIR, CARN-pytorch's legacy pickle).
 The protocol is described in docs/evaluation.md.
 """
@@ -76,7 +76,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
 
 def build_options(args) -> list:
     """One validated test option tree per scale (``--metric-space`` / ``--crop-border`` applied)."""
-    from engine.evaluation import DEFAULT_METRICS, with_metric_space
+    from ckdsr.engine.evaluation import DEFAULT_METRICS, with_metric_space
     opts = _build_options(args)
     if args.metric_space is None and args.crop_border is None:
         return opts
@@ -87,7 +87,7 @@ def build_options(args) -> list:
 
 
 def _build_options(args) -> list:
-    from engine.test_runner import apply_cli_val, options_from_arch, options_from_file
+    from ckdsr.engine.test_runner import apply_cli_val, options_from_arch, options_from_file
     if args.opt:
         opt = options_from_file(args.opt, args.set)
         return [apply_cli_val(opt, args.self_ensemble, args.tile, args.tile_overlap, args.y_convention)]
@@ -121,10 +121,10 @@ def log(line: str) -> None:
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(argv)
-    from engine.evaluation import DEFAULT_METRICS, metric_conventions
-    from engine.report import format_table, write_outputs
-    from engine.test_runner import EvalSetupError, resolve_device, run_meta, run_test
-    from utils.option_spec import OptionError
+    from ckdsr.engine.evaluation import DEFAULT_METRICS, metric_conventions
+    from ckdsr.engine.report import format_table, write_outputs
+    from ckdsr.engine.test_runner import EvalSetupError, resolve_device, run_meta, run_test
+    from ckdsr.utils.option_spec import OptionError
     try:
         device = resolve_device(args.device)
         opts = build_options(args)

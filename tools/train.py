@@ -11,9 +11,10 @@ import argparse
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+if __package__ in (None, ''):  # run as a script (python tools/x.py): the repository root on sys.path
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from utils.option_spec import OptionError  # noqa: E402
+from ckdsr.utils.option_spec import OptionError  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -35,17 +36,17 @@ def parse_args(argv=None):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    from utils.options import load_options
-    from utils.cli_errors import OneLineErrors
+    from ckdsr.utils.options import load_options
+    from ckdsr.utils.cli_errors import OneLineErrors
     errors = OneLineErrors(args.opt, args.set, args.force_yml, debug=args.debug)  # error: lines, exit 2
     with errors:
         if args.dry_run:
-            from engine.dry_run import dry_run
+            from ckdsr.engine.dry_run import dry_run
             return dry_run(args.opt, args.set, args.force_yml)
         opt = errors.tree = load_options(args.opt, sets=args.set, force_yml=args.force_yml)
     if errors.exit_code:
         return errors.exit_code
-    from utils.dist import destroy, init_dist
+    from ckdsr.utils.dist import destroy, init_dist
     if args.launcher != 'none':
         try:
             init_dist(args.launcher, backend=(opt.get('dist_params') or {}).get('backend'))
@@ -54,8 +55,8 @@ def main(argv=None) -> int:
                 raise
             print(f'error: --launcher {args.launcher}: {err}', file=sys.stderr)
             return 2
-    from engine.graceful_stop import stop_exit_code
-    from engine.trainer import Trainer, TrainingError
+    from ckdsr.engine.graceful_stop import stop_exit_code
+    from ckdsr.engine.trainer import Trainer, TrainingError
     try:
         result = Trainer(opt, auto_resume=args.auto_resume).run()
     except TrainingError as err:  # run-time failures (full disk, NaN stop, unreadable states...)

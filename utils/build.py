@@ -2,7 +2,7 @@
 import copy
 from typing import Any, Mapping
 
-from utils.registry import Registry
+from ckdsr.utils.registry import Registry
 
 #: keys that belong to the surrounding option block, not to the constructor
 META_KEYS = ('type',)

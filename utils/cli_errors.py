@@ -10,7 +10,7 @@ import re
 import sys
 from typing import Any, Dict, Iterable, List, Optional, TextIO
 
-from utils.option_spec import OptionError
+from ckdsr.utils.option_spec import OptionError
 
 _KEY_PATH = re.compile(r'^([A-Za-z_]\w*)(\.[\w-]+)*$')
 
@@ -35,7 +35,7 @@ def option_error_of(err: BaseException, tree: Optional[Dict[str, Any]] = None) -
 def error_lines(err: BaseException, opt_file: str, sets: Iterable[str] = (), force_yml: Iterable[str] = (),
                 tree: Optional[Dict[str, Any]] = None) -> Optional[List[str]]:
     """``['error: <source>: <key>: <problem>', ...]`` for a user error, None for anything else."""
-    from utils.options import attribute
+    from ckdsr.utils.options import attribute
     found = option_error_of(err, tree)
     if found is None:
         return None

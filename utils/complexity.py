@@ -13,7 +13,7 @@ from torch import nn
 from torch.func import functional_call
 from torch.utils.flop_counter import FlopCounterMode
 
-from utils.feature_taps import unwrap_model
+from ckdsr.utils.feature_taps import unwrap_model
 
 
 def count_params(net: nn.Module, trainable_only: bool = False) -> int:

@@ -9,7 +9,7 @@ A module registers its archs, losses, datasets, models... on ckdsr's registries 
 import importlib
 from typing import Any, Dict, List
 
-from utils.option_spec import OptionError
+from ckdsr.utils.option_spec import OptionError
 
 KEY = 'custom_imports'
 

@@ -20,7 +20,7 @@ from typing import Dict, Iterable, List, Optional
 import torch
 from torch import nn
 
-from utils.suggest import closest
+from ckdsr.utils.suggest import closest
 
 WRAPPER_PREFIXES = ('module.', '_orig_mod.')
 

@@ -4,7 +4,7 @@ import os
 import sys
 from typing import Any, Dict, Optional
 
-from utils.dist import get_dist_info
+from ckdsr.utils.dist import get_dist_info
 
 LOGGER_NAME = 'ckdsr'
 LOG_FORMAT = '%(asctime)s %(levelname)s: %(message)s'
@@ -49,6 +49,17 @@ def get_root_logger(log_file: Optional[str] = None, level: int = logging.INFO) -
     return logger
 
 
+def detach_log_files() -> None:
+    """Stop writing to any log file: a run about to be built in this process must not log into the
+    previous run's ``train.log`` (its records -- e.g. from ``ckdsr.data`` modules, children of the
+    'ckdsr' logger -- would land in that folder, even after it is archived)."""
+    logger = logging.getLogger(LOGGER_NAME)
+    for h in _our_handlers(logger):
+        if isinstance(h, logging.FileHandler):
+            logger.removeHandler(h)
+            h.close()
+
+
 class NullWriter:
     """Stands in for ``SummaryWriter`` where tensorboard is unavailable or off: every call is a no-op."""
 
@@ -68,7 +79,7 @@ def init_tb_logger(log_dir: str, opt: Optional[Dict[str, Any]] = None):
 
     With the run's option tree ``opt``, the writers it asks for: tensorboard when
     ``logger.use_tb_logger``, Weights & Biases when ``logger.wandb.project`` (files beside
-    ``log_dir``, see :mod:`utils.wandb_logger`), both through one :class:`TeeWriter`; None when
+    ``log_dir``, see :mod:`ckdsr.utils.wandb_logger`), both through one :class:`TeeWriter`; None when
     neither is on."""
     if get_dist_info()[0] != 0:
         return NullWriter()
@@ -84,7 +95,7 @@ def init_tb_logger(log_dir: str, opt: Optional[Dict[str, Any]] = None):
 
 
 def _run_writers(log_dir: str, opt: Dict[str, Any]):
-    from utils.wandb_logger import TeeWriter, init_wandb_writer, wandb_options
+    from ckdsr.utils.wandb_logger import TeeWriter, init_wandb_writer, wandb_options
     writers = []
     if (opt.get('logger') or {}).get('use_tb_logger'):
         writers.append(init_tb_logger(log_dir))

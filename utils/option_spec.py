@@ -21,7 +21,7 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
-from utils.suggest import closest
+from ckdsr.utils.suggest import closest
 
 REQUIRED = object()  # sentinel: the key must be given
 _CHECK_PATHS = contextvars.ContextVar('ckdsr_check_paths', default=True)
@@ -47,7 +47,7 @@ class OptionError(ValueError):
 
     Each problem reads ``<key.path>: <what is wrong>``. ``source`` is where the value came from:
     the option file, ``--set``, or None when not yet known (an error found while building from an
-    already loaded tree; :func:`utils.options.attribute` fills it in). ``sources`` gives one source
+    already loaded tree; :func:`ckdsr.utils.options.attribute` fills it in). ``sources`` gives one source
     per problem where they differ (a ``--set`` value beside a mistake in the file).
     """
 
@@ -165,7 +165,7 @@ def _integral_items(value: Any, ann: Any) -> Optional[list]:
 
 def where_to_get(path: str) -> str:
     """``'; <who publishes it, where / which command makes it>'`` for a known external file."""
-    from utils.external_files import describe
+    from ckdsr.utils.external_files import describe
     hint = describe(path)
     return f'; {hint}' if hint else ''
 
@@ -406,7 +406,7 @@ def fill_default(spec: Any) -> Any:
 
 
 def registry_resolver(registry) -> Resolver:
-    """Resolver over a :class:`utils.registry.Registry`: the class's constructor signature."""
+    """Resolver over a :class:`ckdsr.utils.registry.Registry`: the class's constructor signature."""
 
     def resolve(name: str):
         return signature_params(registry.get(name))

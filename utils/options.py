@@ -11,7 +11,7 @@ from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 import yaml
 
-from utils.option_spec import OptionError, Section, validate
+from ckdsr.utils.option_spec import OptionError, Section, validate
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
@@ -168,14 +168,14 @@ def attribute(err: OptionError, path: str, sets: Iterable[str] = (), force_yml: 
 def load_options(path: str, sets: Iterable[str] = (), force_yml: Iterable[str] = (),
                  schema: Optional[Section] = None) -> Dict[str, Any]:
     """Read, override and validate an option file. ``schema`` defaults to ckdsr's full schema,
-    followed by the checks across keys of :mod:`models.option_checks`. Problems name ``--set``
+    followed by the checks across keys of :mod:`ckdsr.models.option_checks`. Problems name ``--set``
     when the value came from there."""
     try:
         tree = apply_overrides(read_yaml(path), sets, force_yml)
         if schema is not None:
             return validate_tree(tree, schema, source=path)
-        from models.option_checks import check_options  # late imports: the registries must be filled
-        from models.option_schema import schema_for
+        from ckdsr.models.option_checks import check_options  # late imports: the registries must be filled
+        from ckdsr.models.option_schema import schema_for
         opt = validate_tree(tree, schema_for(tree, source=path), source=path)
         problems = check_options(opt)
         if problems:

@@ -2,7 +2,7 @@
 import inspect
 from typing import Any, List
 
-from utils.option_spec import REQUIRED, Block, DictOf, Field, ListOf, Section, signature_params, type_name
+from ckdsr.utils.option_spec import REQUIRED, Block, DictOf, Field, ListOf, Section, signature_params, type_name
 
 
 def _default(value: Any) -> str:

@@ -5,7 +5,7 @@ is a one-line fix.
 """
 from typing import Any, Callable, Dict, Iterator, Optional
 
-from utils.suggest import closest
+from ckdsr.utils.suggest import closest
 
 
 class Registry:

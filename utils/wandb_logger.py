@@ -12,7 +12,7 @@ relies on the sync's extra tensorboard-only entries).
 import os
 from typing import Any, Dict, Optional
 
-from utils.option_spec import OptionError
+from ckdsr.utils.option_spec import OptionError
 
 INSTALL_HINT = 'pip install wandb'
 

@@ -26,8 +26,8 @@ def shared_dir() -> Path:
 
 
 def main() -> None:
-    from data.image_io import read_image_size
-    from data.lmdb_writer import create_paired_lmdb, lmdb_paths
+    from ckdsr.data.image_io import read_image_size
+    from ckdsr.data.lmdb_writer import create_paired_lmdb, lmdb_paths
     train = shared_dir() / 'datasets' / 'train'
     hr_paths = lmdb_paths(WORK, 'train', 4, 'raw')
     if all(p.exists() for p in hr_paths):

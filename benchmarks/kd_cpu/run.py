@@ -32,8 +32,8 @@ def shared() -> Path:
 
 
 def evaluate(net, scale=4):
-    from data.benchmark_dataset import BenchmarkDataset
-    from engine.evaluation import average, evaluate_dataset, make_forward
+    from ckdsr.data.benchmark_dataset import BenchmarkDataset
+    from ckdsr.engine.evaluation import average, evaluate_dataset, make_forward
     net.eval()
     out = {}
     for name in SETS:
@@ -53,7 +53,7 @@ class Bicubic:
     def __call__(self, lq):
         import numpy as np
         import torch
-        from data.matlab_imresize import imresize
+        from ckdsr.data.matlab_imresize import imresize
         img = lq[0].permute(1, 2, 0).cpu().numpy().astype(np.float64)
         up = imresize(img, 4)
         return torch.from_numpy(np.clip(up, 0, 1)).permute(2, 0, 1)[None].float()
@@ -80,8 +80,8 @@ def train(method: str, sets) -> float:
 
 
 def student_net(method: str):
-    from models.network_io import build_network, load_weights
-    from utils.options import load_options
+    from ckdsr.models.network_io import build_network, load_weights
+    from ckdsr.utils.options import load_options
     opt = load_options(str(OPTIONS / f'{method}.yml'))
     exp = Path(opt['path']['experiments_root'])
     exp = exp if exp.is_absolute() else ROOT / exp
@@ -93,7 +93,7 @@ def student_net(method: str):
         key = 'params_student'
     net = build_network(cfg, 4)
     load_weights(net, str(weights), key, True, str(weights))
-    from utils.complexity import count_params
+    from ckdsr.utils.complexity import count_params
     return net, count_params(net)
 
 
@@ -119,7 +119,7 @@ def main(argv=None):
     p.add_argument('--skip-train', action='store_true', help='only evaluate existing runs')
     args = p.parse_args(argv)
     import torch
-    from models.network_io import build_network, load_weights
+    from ckdsr.models.network_io import build_network, load_weights
     torch.set_num_threads(os.cpu_count() or 1)
     path_json = RESULTS / 'kd_cpu_carnm_x4.json'
     rows = {r['method']: r for r in (json.loads(path_json.read_text()) if path_json.exists() else [])}
@@ -128,7 +128,7 @@ def main(argv=None):
     if 'teacher (CARN-M)' not in rows:
         teacher = build_network({'type': 'CARN_M'}, 4)
         load_weights(teacher, str(shared() / 'weights' / 'carn_m.pth'), 'auto', True, 'carn_m.pth')
-        from utils.complexity import count_params
+        from ckdsr.utils.complexity import count_params
         rows['teacher (CARN-M)'] = {'method': 'teacher (CARN-M)', 'params': count_params(teacher),
                                     'scores': evaluate(teacher)}
     for m in args.methods:

@@ -67,7 +67,7 @@ def _module_has_trainable(module: nn.Module) -> bool:
 
 def discover_networks(model) -> List[Tuple[str, nn.Module]]:
     """(label, module) of every network a step of ``model`` may call (outermost objects as called)."""
-    from models.ema import ModelEMA
+    from ckdsr.models.ema import ModelEMA
     nets: List[Tuple[str, nn.Module]] = [('student', model.net_g)]
     teacher = getattr(model, 'teacher', None)
     if teacher is not None:

@@ -99,7 +99,7 @@ def _shrink_arch(cfg: Dict[str, Any], lr_patch: int, keep_depth: bool = False) -
 
 def _build_quiet(cfg: Dict[str, Any], scale: Optional[int]) -> nn.Module:
     """The net of ``cfg`` without its weights (on the meta device when the arch allows it)."""
-    from models.network_io import build_network
+    from ckdsr.models.network_io import build_network
     cfg = dict(cfg)
     if any(k.endswith('_path') for k in cfg):
         cfg = {k: v for k, v in cfg.items() if not k.endswith('_path')}
@@ -233,15 +233,15 @@ def prepare_tree(tree: Dict[str, Any], device: torch.device, tmp: Path, amp: Opt
 
 def build_from_tree(tree: Dict[str, Any], device: torch.device, source: str):
     """Validate ``tree`` as ``tools/train.py`` does and build its model on ``device``."""
-    from models import build_model
-    from models.option_schema import schema_for
-    from utils.options import validate_tree
+    from ckdsr.models import build_model
+    from ckdsr.models.option_schema import schema_for
+    from ckdsr.utils.options import validate_tree
     opt = validate_tree(tree, schema_for(tree, source), source)
     return build_model(opt, is_train=True, device=device), opt
 
 
 def load_option_file(path: Path) -> Dict[str, Any]:
-    from utils.options import read_yaml
+    from ckdsr.utils.options import read_yaml
     return read_yaml(str(path))
 
 

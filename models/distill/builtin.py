@@ -1,11 +1,11 @@
 """The built-in ``distill.*`` sections: embedding and bicubic negatives."""
 from typing import Literal
 
-from models.distill.embedding import Embedding
-from models.distill.negatives import BicubicNegatives
-from models.distill.registry import ComponentSpec, register_component
-from utils.option_spec import Block, Field, Section, registry_resolver
-from utils.registry import ARCH_REGISTRY
+from ckdsr.models.distill.embedding import Embedding
+from ckdsr.models.distill.negatives import BicubicNegatives
+from ckdsr.models.distill.registry import ComponentSpec, register_component
+from ckdsr.utils.option_spec import Block, Field, Section, registry_resolver
+from ckdsr.utils.registry import ARCH_REGISTRY
 
 register_component(ComponentSpec(
     key='embedding',

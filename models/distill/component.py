@@ -1,9 +1,10 @@
 """The interface every distillation component implements."""
 from typing import Any, Dict, Iterable, List
 
+import torch
 from torch import nn
 
-from models.signals import Provider
+from ckdsr.models.signals import Provider
 
 
 class Component:
@@ -44,3 +45,23 @@ class Component:
 
     def load_state_dict(self, state: Dict[str, Any]) -> None:
         pass
+
+
+def load_generator_state(generator: torch.Generator, state: Dict[str, Any]) -> None:
+    """Restore ``state['generator']`` (what ``generator.get_state()`` saved), if there is one, moved
+    back to the CPU first: a checkpoint's ``map_location`` may have moved it."""
+    if 'generator' in state:
+        saved = state['generator']
+        generator.set_state(saved.cpu() if hasattr(saved, 'cpu') else saved)
+
+
+class SeededComponent(Component):
+    """A component whose resume state is its random generator ``self.generator`` alone."""
+
+    generator: torch.Generator
+
+    def state_dict(self) -> Dict[str, Any]:
+        return {'generator': self.generator.get_state()}
+
+    def load_state_dict(self, state: Dict[str, Any]) -> None:
+        load_generator_state(self.generator, state)

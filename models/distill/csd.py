@@ -1,6 +1,6 @@
 """CSD's option section and its paper/official switch (Wang et al., "Towards Compact Single Image
 Super-Resolution via Contrastive Self-distillation", IJCAI 2021); the model is
-:class:`models.csd_model.CSDModel`.
+:class:`ckdsr.models.csd_model.CSDModel`.
 
 ``distill.csd.variant`` fills in, for the options a file leaves out, what the paper and the released
 code (github.com/Booooooooooo/CSD, ``PyTorch version``: ``trainer/slim_contrast_trainer.py``,
@@ -39,7 +39,7 @@ epoch 200 of 400 (1000 iterations of batch 16 per epoch). The official code comp
 on [0, 255] images; the option files therefore weight L1 terms by 255 (see ``options/csd_edsr_x4.yml``).
 
 Several GPUs (issue 17, point 8): the 10 negatives are drawn from the GLOBAL batch (every rank's
-images, the same draw on every rank: :class:`models.distill.negatives.BicubicNegatives`) and the
+images, the same draw on every rank: :class:`ckdsr.models.distill.negatives.BicubicNegatives`) and the
 ratio's batch means run over the global batch (ContrastiveRatioLoss ``reduce: global``, the
 default: per-layer sums and counts all-reduced, a few scalars; only the LR batch is gathered, for
 the negatives), so N GPUs x 16/N images compute the loss and gradient of one GPU x 16 as the
@@ -49,7 +49,7 @@ processes (``tests/test_negatives_global.py``, ``tests/test_contrastive_ratio_gl
 from typing import Any, Dict, List, Literal, Optional, Tuple
 
 
-from utils.option_spec import Field, Section
+from ckdsr.utils.option_spec import Field, Section
 
 VARIANTS = ('paper', 'official')
 

@@ -33,12 +33,12 @@ from typing import Any, Dict, List, Literal, Optional, Sequence
 
 import torch
 
-from losses.lcr import OPS, apply_transforms, sample_transforms, undo_transforms
-from models.distill.component import Component
-from models.distill.dukd_upcycle import draw_tiles, zoom_in, zoom_out
-from models.distill.registry import ComponentSpec, register_component
-from models.signals import Provider
-from utils.option_spec import Field, Section
+from ckdsr.losses.lcr import OPS, apply_transforms, check_ops, sample_transforms, undo_transforms
+from ckdsr.models.distill.component import SeededComponent
+from ckdsr.models.distill.dukd_upcycle import draw_tiles, zoom_in, zoom_out
+from ckdsr.models.distill.registry import ComponentSpec, register_component
+from ckdsr.models.signals import Provider
+from ckdsr.utils.option_spec import Field, Section
 
 #: what ``variant`` decides when a switch is left null (docs/dukd.md)
 VARIANT_DEFAULTS: Dict[str, Dict[str, Any]] = {
@@ -55,7 +55,7 @@ def resolve(cfg: Dict[str, Any], key: str) -> Any:
     return VARIANT_DEFAULTS[cfg.get('variant') or 'paper'][key] if value is None else value
 
 
-class DataUpcycling(Component):
+class DataUpcycling(SeededComponent):
     """Zoom-in / zoom-out samples, label consistency on the zoom-in tiles, the official switches."""
 
     name = 'dukd'
@@ -73,10 +73,7 @@ class DataUpcycling(Component):
         self.lcr_prob = cfg.get('lcr_prob')
         if self.lcr_prob is not None and not 0.0 <= float(self.lcr_prob) <= 1.0:
             raise ValueError(f'distill.dukd.lcr_prob must be in [0, 1] or null, got {self.lcr_prob}')
-        self.ops = tuple(cfg['lcr_ops'])
-        bad = [op for op in self.ops if op not in OPS]
-        if bad or not self.ops:
-            raise ValueError(f"distill.dukd.lcr_ops: {bad or 'empty'}; choose among {', '.join(OPS)}")
+        self.ops = check_ops(cfg['lcr_ops'], 'distill.dukd.lcr_ops')
         self.img_range = float(cfg['img_range'])
         self.two_steps = bool(resolve(cfg, 'two_steps'))
         self.teacher_train_mode = bool(resolve(cfg, 'teacher_train_mode'))
@@ -147,14 +144,6 @@ class DataUpcycling(Component):
                    for t in terms for sig in t.inputs.values()):
             raise ValueError('distill.dukd: no term of train.losses reads a dukd_zi_* or dukd_zo_* signal; add '
                              'e.g. {type: L1Loss, inputs: {pred: dukd_zi_sr, target: dukd_zi_teacher}}')
-
-    # ------------------------------------------------------------------ state
-    def state_dict(self) -> Dict[str, Any]:
-        return {'generator': self.generator.get_state()}
-
-    def load_state_dict(self, state: Dict[str, Any]) -> None:
-        if 'generator' in state:
-            self.generator.set_state(state['generator'].cpu())
 
 
 register_component(ComponentSpec(

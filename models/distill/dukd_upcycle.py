@@ -8,14 +8,14 @@ Knowledge Distillation for Image Super-Resolution", arXiv 2309.14162; published 
   truth: the teacher labels them.
 * **Zoom-out**: the LR patch downscaled by ``s`` with MATLAB's bicubic ``imresize`` (antialiasing on),
   the LR patch being its target (released code lines 76-84, ``basicsr.utils.matlab_functions.imresize``
-  on float images, one image at a time; here :func:`data.matlab_imresize.imresize_torch`, the same
+  on float images, one image at a time; here :func:`ckdsr.data.matlab_imresize.imresize_torch`, the same
   arithmetic over the whole batch).
 """
 from typing import Tuple
 
 import torch
 
-from data.matlab_imresize import imresize_torch
+from ckdsr.data.matlab_imresize import imresize_torch
 
 
 def tile_grid(gt: torch.Tensor, scale: int, tile_hw: Tuple[int, int]) -> torch.Tensor:

@@ -10,11 +10,11 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
-from models.distill.component import Component
-from models.network_io import build_network, freeze, to_device
-from models.signals import Provider
-from utils.option_spec import signature_params
-from utils.registry import ARCH_REGISTRY
+from ckdsr.models.distill.component import Component
+from ckdsr.models.network_io import build_network, freeze, to_device
+from ckdsr.models.signals import Provider
+from ckdsr.utils.option_spec import signature_params
+from ckdsr.utils.registry import ARCH_REGISTRY
 
 #: embedding signal -> the image signal it embeds (frozen side)
 FROZEN_TARGETS = {'emb_teacher_sr': 'teacher_sr', 'emb_gt': 'gt', 'emb_negatives': 'negatives',

@@ -1,15 +1,15 @@
 """FACD's model side (Moon, J.-G. Kim, Jeong & S. Kim, "Feature-domain Adaptive Contrastive Distillation for
 Efficient Single Image Super-Resolution", IEEE Access 2023): the ``distill.facd`` component.
 
-The losses are pure tensor functions in :mod:`losses.facd`; this component supplies what they read:
+The losses are pure tensor functions in :mod:`ckdsr.losses.facd`; this component supplies what they read:
 
 * ``alpha`` -- the adaptive-distillation switch of the paper's L_SR (alpha_i = 0 where the student's
-  output is already closer to GT than the teacher's, else 1; :func:`losses.facd.adaptive_indicator`),
+  output is already closer to GT than the teacher's, else 1; :func:`ckdsr.losses.facd.adaptive_indicator`),
   computed once per step without gradient and shared by the image and the feature term. With
   ``adaptive: false`` it is 1 for every patch: the FCD ablation.
 * ``student_feats_regressed`` -- the anchors of the feature-domain contrast: the paper's deep
   regressors R_l (five 1x1 convs + PReLU, student channels -> teacher channels,
-  :class:`archs.facd_regressor.FACDRegressor`), one per tap, applied to the student's tapped
+  :class:`ckdsr.archs.facd_regressor.FACDRegressor`), one per tap, applied to the student's tapped
   features in the order ``distill.facd.order`` says:
 
   - ``normalize_then_regress`` (default, the paper: Eq. 3-4 and the text before them normalise the
@@ -42,15 +42,15 @@ from typing import Any, Dict, Iterable, List, Literal, Optional, Sequence
 import torch
 from torch import nn
 
-from archs.facd_regressor import FACDRegressor
-from losses.facd import NORMALIZE_MODES, adaptive_indicator, normalize_features
-from models.distill.component import Component
-from models.distill.gather import require_global_inputs
-from models.distill.registry import ComponentSpec, register_component
-from models.network_io import unwrap
-from models.signals import Provider
-from utils.feature_taps import FeatureTaps
-from utils.option_spec import Field, Section
+from ckdsr.archs.facd_regressor import FACDRegressor
+from ckdsr.losses.facd import NORMALIZE_MODES, adaptive_indicator, normalize_features
+from ckdsr.models.distill.component import Component
+from ckdsr.models.distill.gather import require_global_inputs
+from ckdsr.models.distill.registry import ComponentSpec, register_component
+from ckdsr.models.network_io import unwrap
+from ckdsr.models.signals import Provider
+from ckdsr.utils.feature_taps import FeatureTaps
+from ckdsr.utils.option_spec import Field, Section
 
 #: LR side of the zero image used to find the channel count at each tap (cheap even for EDSR-L)
 PROBE_SIZE = 8
@@ -62,7 +62,7 @@ def regress_features(feats: Sequence[torch.Tensor], regressors: Sequence[nn.Modu
                      normalize: str) -> List[torch.Tensor]:
     """The anchors of FACD's feature contrast, one per tap: ``R(n(f))`` for ``normalize_then_regress``
     (the paper, Eq. 3-4: DR's output is not renormalised) or ``n(R(f))`` for
-    ``regress_then_normalize``; ``n`` = :func:`losses.facd.normalize_features` with ``normalize``."""
+    ``regress_then_normalize``; ``n`` = :func:`ckdsr.losses.facd.normalize_features` with ``normalize``."""
     if order not in ORDERS:
         raise ValueError(f"distill.facd.order must be one of {ORDERS}, got '{order}'")
     if len(feats) != len(regressors):

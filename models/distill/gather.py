@@ -1,11 +1,11 @@
 """The ``distill.gather`` component: signals over the GLOBAL batch (every DDP rank's images).
 
 ``distill.gather.signals: [a, b]`` provides ``a_global`` and ``b_global``: the signal concatenated
-over ranks in rank order (:func:`utils.dist_gather.gather_signal`), with gradient where the signal
+over ranks in rank order (:func:`ckdsr.utils.dist_gather.gather_signal`), with gradient where the signal
 has one. With one process ``a_global`` is ``a`` itself. A contrastive term that reads the
 ``*_global`` signals computes, on every rank, the loss one process computes on the global batch;
 the gather's backward and DDP's gradient averaging together give that process's gradient (see
-:mod:`utils.dist_gather`). So its negatives -- "the other images of the batch" -- no longer depend
+:mod:`ckdsr.utils.dist_gather`). So its negatives -- "the other images of the batch" -- no longer depend
 on how many GPUs share the batch (issue 17, point 8).
 
 :func:`require_global_inputs` is the guard methods call before their first step: with several
@@ -18,11 +18,11 @@ gather component refuses that before the first step (:func:`refuse_double_reduct
 """
 from typing import Iterable, List
 
-from models.distill.component import Component
-from models.distill.registry import ComponentSpec, register_component
-from models.signals import Provider
-from utils.dist_gather import gather_signal
-from utils.option_spec import Field, ListOf, Section
+from ckdsr.models.distill.component import Component
+from ckdsr.models.distill.registry import ComponentSpec, register_component
+from ckdsr.models.signals import Provider
+from ckdsr.utils.dist_gather import gather_signal
+from ckdsr.utils.option_spec import Field, ListOf, Section
 
 SUFFIX = '_global'
 

@@ -16,7 +16,7 @@ model is a copy of the source (official ``update_model_ema(0)``).
 
 Negatives (signal ``negatives``, (B, N, C, H, W)): the history model applied to the clean LR batch
 (``include_clean``) and ``num_degraded`` degraded copies of it (official: clean + ``num_neg: 4``, so
-N = 5; paper: 4 degraded), all in ONE batched forward. Degradations come from :class:`data.degradations.Degrader` (official default: Gaussian
+N = 5; paper: 4 degraded), all in ONE batched forward. Degradations come from :class:`ckdsr.data.degradations.Degrader` (official default: Gaussian
 noise sigma U[1, 30]/255, grey with probability 0.5; blur and resize available), drawn from a
 ``torch.Generator`` that is part of the resume state.
 
@@ -28,20 +28,20 @@ explicit ``source`` / ``include_clean`` overrides the variant.
 
 Differences from the official code, both documented choices: the update also averages floating
 point buffers (ModelEMA; RCAN/SwinIR have none that change), and degradation parameters are drawn
-per image and copy (see :mod:`data.degradations`).
+per image and copy (see :mod:`ckdsr.data.degradations`).
 """
 import logging
 from typing import Any, Dict, List, Literal, Optional, Sequence, Tuple
 
 import torch
 
-from data.degradations import Degrader
-from models.distill.component import Component
-from models.distill.registry import ComponentSpec, register_component
-from models.ema import ModelEMA
-from models.network_io import unwrap
-from models.signals import Provider
-from utils.option_spec import Field, Section, signature_params
+from ckdsr.data.degradations import Degrader
+from ckdsr.models.distill.component import Component, load_generator_state
+from ckdsr.models.distill.registry import ComponentSpec, register_component
+from ckdsr.models.ema import ModelEMA
+from ckdsr.models.network_io import unwrap
+from ckdsr.models.signals import Provider
+from ckdsr.utils.option_spec import Field, Section, signature_params
 
 logger = logging.getLogger('ckdsr')
 
@@ -169,9 +169,7 @@ class HistoryNegatives(Component):
     def load_state_dict(self, state: Dict[str, Any]) -> None:
         if 'weights' in state:
             self.history.load_state_dict(state['weights'])
-        if 'generator' in state:
-            self.generator.set_state(state['generator'].cpu() if hasattr(state['generator'], 'cpu')
-                                     else state['generator'])
+        load_generator_state(self.generator, state)
         self.updates = int(state.get('updates', 0))
         self.last_update = int(state.get('last_update', 0))
         if state.get('source', self.source) != self.source:

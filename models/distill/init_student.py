@@ -3,7 +3,7 @@
 The baseline that the CSD issue tracker (github.com/Booooooooooo/CSD) found decisive: instead of a
 random initialisation, the student with ``num_feat = w * teacher num_feat`` (otherwise the teacher's
 structure) gets a copy of the first ``w`` of every teacher conv's channels (the slices
-:mod:`archs.slimmable_ops` defines: ``conv_first`` keeps all input channels, ``conv_last`` all
+:mod:`ckdsr.archs.slimmable_ops` defines: ``conv_first`` keeps all input channels, ``conv_last`` all
 outputs, an upsampling conv before PixelShuffle(r) its first ``r*r*c`` outputs, RCAN's channel
 attention a ``c / squeeze`` bottleneck, CARN-M the first ``c / group`` channels of each group).
 For a slimmable teacher (SlimmableEDSR / SlimmableRCAN / SlimmableCARN_M) the student then computes
@@ -28,11 +28,11 @@ from typing import Any, Dict, Optional
 import torch
 from torch import nn
 
-from archs.slimmable_ops import Slimmable, as_slimmable
-from models.distill.component import Component
-from models.distill.registry import ComponentSpec, register_component
-from models.network_io import unwrap
-from utils.option_spec import Field, Section
+from ckdsr.archs.slimmable_ops import Slimmable, as_slimmable
+from ckdsr.models.distill.component import Component
+from ckdsr.models.distill.registry import ComponentSpec, register_component
+from ckdsr.models.network_io import unwrap
+from ckdsr.utils.option_spec import Field, Section
 
 logger = logging.getLogger('ckdsr')
 

@@ -3,9 +3,9 @@
 Signal ``lcr_teacher_sr`` = undo(teacher(apply(lq))): each LR image gets an independently drawn
 composite of colour inversion, the two flips and a transpose (each op with probability ``prob``;
 DCKD's released x2/x3/x4 configs: ``noisy.prob: 0.5``, all four ops), the teacher runs on the
-transformed batch and its SR output is transformed back (:func:`losses.lcr.undo_transforms`, the
+transformed batch and its SR output is transformed back (:func:`ckdsr.losses.lcr.undo_transforms`, the
 exact inverse, as DCKD's ``noising(..., revert=True)``). The
-:class:`losses.lcr.LabelConsistencyLoss` term pulls the student's output on the *plain* LR to it:
+:class:`ckdsr.losses.lcr.LabelConsistencyLoss` term pulls the student's output on the *plain* LR to it:
 
     L_lcr = mean | S(x) - T^{-1}(teacher(T(x))) |     (DUKD label consistency; DCKD released cri_lcr)
 
@@ -21,11 +21,12 @@ from typing import Any, Dict, List, Sequence
 
 import torch
 
-from losses.lcr import IDENTITY, OPS, apply_transforms, parse_transform, sample_transforms, undo_transforms
-from models.distill.component import Component
-from models.distill.registry import ComponentSpec, register_component
-from models.signals import Provider
-from utils.option_spec import Field, Section
+from ckdsr.losses.lcr import (IDENTITY, OPS, apply_transforms, check_ops, parse_transform, sample_transforms,
+                              undo_transforms)
+from ckdsr.models.distill.component import SeededComponent
+from ckdsr.models.distill.registry import ComponentSpec, register_component
+from ckdsr.models.signals import Provider
+from ckdsr.utils.option_spec import Field, Section
 
 
 def _without_transpose(name: str) -> str:
@@ -43,7 +44,7 @@ def shape_groups(names: Sequence[str], height: int, width: int) -> List[List[int
     return [g for g in (plain, moved) if g]
 
 
-class LabelConsistency(Component):
+class LabelConsistency(SeededComponent):
     name = 'lcr'
 
     def __init__(self, model, cfg: Dict[str, Any]):
@@ -53,10 +54,7 @@ class LabelConsistency(Component):
         self.prob = float(cfg['prob'])
         if not 0.0 <= self.prob <= 1.0:
             raise ValueError(f'distill.lcr.prob must be in [0, 1], got {self.prob}')
-        self.ops = tuple(cfg['ops'])
-        bad = [op for op in self.ops if op not in OPS]
-        if bad or not self.ops:
-            raise ValueError(f"distill.lcr.ops: {bad or 'empty'}; choose among {', '.join(OPS)}")
+        self.ops = check_ops(cfg['ops'], 'distill.lcr.ops')
         self.img_range = float(cfg['img_range'])
         self.generator = torch.Generator().manual_seed(int(model.seed) + 7919 + 1000003 * int(model.rank))
         model.teacher.add_input('lcr_teacher_raw', 'lcr_lq')
@@ -99,13 +97,6 @@ class LabelConsistency(Component):
                      deps=('lcr_teacher_raw', 'lcr_plan'),
                      doc='teacher SR of the transformed LR, transformed back (DUKD label consistency)'),
         ]
-
-    def state_dict(self) -> Dict[str, Any]:
-        return {'generator': self.generator.get_state()}
-
-    def load_state_dict(self, state: Dict[str, Any]) -> None:
-        if 'generator' in state:
-            self.generator.set_state(state['generator'].cpu())
 
 
 register_component(ComponentSpec(

@@ -4,20 +4,20 @@
   ``num`` negatives are drawn from the same images whatever the GPU count; issue 17, point 8),
   shared by every anchor: (K,C,H,W), the same on every rank.
 * ``history`` (DCKD): the history model on the clean LR and N-1 degraded copies, in one
-  batched forward: (B,N,C,H,W). Provided by :mod:`models.distill.history`.
+  batched forward: (B,N,C,H,W). Provided by :mod:`ckdsr.models.distill.history`.
 """
-from typing import Any, Dict, List
+from typing import List
 
 import torch
 import torch.nn.functional as F
 
-from models.distill.component import Component
-from models.distill.gather import require_global_inputs
-from models.signals import Provider
-from utils.dist_gather import gather_batch
+from ckdsr.models.distill.component import SeededComponent
+from ckdsr.models.distill.gather import require_global_inputs
+from ckdsr.models.signals import Provider
+from ckdsr.utils.dist_gather import gather_batch
 
 
-class BicubicNegatives(Component):
+class BicubicNegatives(SeededComponent):
     """CSD's negatives: ``num`` images of the global batch, their LR bicubic-upsampled (shared across
     the batch). The LR batch is gathered from every rank (no gradient: the negatives are detached)
     and every rank draws the same indices (same seed, same generator state), so a run on W GPUs of
@@ -49,10 +49,3 @@ class BicubicNegatives(Component):
             return {'negatives': up.clamp(0, 1) if self.clamp else up}
 
         return [Provider(('negatives',), make, deps=('lq',), doc='bicubic-upsampled LR of batch images')]
-
-    def state_dict(self) -> Dict[str, Any]:
-        return {'generator': self.generator.get_state()}
-
-    def load_state_dict(self, state: Dict[str, Any]) -> None:
-        if 'generator' in state:
-            self.generator.set_state(state['generator'])

@@ -6,13 +6,13 @@ IEEE TNNLS 2023 (arXiv 2111.13924); official code github.com/Aitical/PCL-SISR
 
 The ``distill.pcl`` component holds
 
-* the **sample generator** (:func:`data.pcl_samples.make_pcl_samples`): positives = GT + sharpened
+* the **sample generator** (:func:`ckdsr.data.pcl_samples.make_pcl_samples`): positives = GT + sharpened
   GT, negatives = Gaussian-blurred GT (paper) or upsampled LR + blurred GT (official), 4 + 4,
   drawn from the component's own seeded ``torch.Generator`` (its state is resume state);
-* the **embedding discriminator** (:class:`archs.pcl_discriminator.PCLDiscriminator` on the Haar
+* the **embedding discriminator** (:class:`ckdsr.archs.pcl_discriminator.PCLDiscriminator` on the Haar
   LH/HL/HH sub-bands) with its own optimizer and scheduler (``optim_d`` / ``scheduler_d``);
 * the **alternation**: after every SR step (``after_step``) one discriminator step (``d_steps``)
-  with the dual contrastive loss (:func:`losses.pcl_discriminator_loss.dual_contrastive_loss`,
+  with the dual contrastive loss (:func:`ckdsr.losses.pcl_discriminator_loss.dual_contrastive_loss`,
   Yu et al. ICCV 2021 eqs. 3-4) on real = every positive (GT, sharpened GT) and fake = the
   blurred-GT negatives + the step's SR output, detached -- what the official ``Adversarial.forward``
   feeds with ``--contras_D_train`` (the upsampled-LR negative, when there is one, is *not* a fake
@@ -20,7 +20,7 @@ The ``distill.pcl`` component holds
 
 Signals: ``positives``, ``negatives`` (B, K, C, H, W images), and the discriminator features at the
 tapped blocks ``emb_sr``, ``emb_positives``, ``emb_negatives`` (lists over taps of (B, C, H, W) /
-(B, K, C, H, W)), which :class:`losses.infonce.PCLInfoNCELoss` reads by default (the paper's
+(B, K, C, H, W)), which :class:`ckdsr.losses.infonce.PCLInfoNCELoss` reads by default (the paper's
 L_CL; total = L1 + alpha * L_CL is written in ``train.losses``).
 
 Variants (DESIGN.md section 4; docs/pcl.md):
@@ -45,17 +45,17 @@ from typing import Any, Dict, Iterable, List, Literal, Optional, Sequence
 import torch
 from torch import nn
 
-from data.pcl_samples import make_pcl_samples
-from losses.pcl_discriminator_loss import dual_contrastive_loss
-from models.distill.component import Component
-from models.distill.registry import ComponentSpec, register_component
-from models.network_io import build_network, load_weights, to_device
-from models.optimizers import build_optimizer
-from models.option_schema import optimizer_resolver, scheduler_resolver
-from models.schedulers import build_scheduler
-from models.signals import Provider
-from utils.option_spec import Block, Field, Section, registry_resolver
-from utils.registry import ARCH_REGISTRY
+from ckdsr.data.pcl_samples import make_pcl_samples
+from ckdsr.losses.pcl_discriminator_loss import dual_contrastive_loss
+from ckdsr.models.distill.component import Component
+from ckdsr.models.distill.registry import ComponentSpec, register_component
+from ckdsr.models.network_io import build_network, load_weights, to_device
+from ckdsr.models.optimizers import build_optimizer
+from ckdsr.models.option_schema import optimizer_resolver, scheduler_resolver
+from ckdsr.models.schedulers import build_scheduler
+from ckdsr.models.signals import Provider
+from ckdsr.utils.option_spec import Block, Field, Section, registry_resolver
+from ckdsr.utils.registry import ARCH_REGISTRY
 
 logger = logging.getLogger('ckdsr')
 
@@ -327,7 +327,7 @@ class PCLComponent(Component):
         self.last_d_loss = loss.detach()
 
     def _average_grads(self) -> None:
-        from utils.dist import all_reduce_mean
+        from ckdsr.utils.dist import all_reduce_mean
         params = [p for p in self.net_d.parameters() if p.grad is not None]
         mean = all_reduce_mean({str(i): p.grad for i, p in enumerate(params)})
         for i, p in enumerate(params):
@@ -335,7 +335,7 @@ class PCLComponent(Component):
 
     def _average_buffers(self) -> None:
         """Keep BN running statistics identical on every rank (D lives outside DDP)."""
-        from utils.dist import all_reduce_mean
+        from ckdsr.utils.dist import all_reduce_mean
         bufs = {k: b for k, b in self.net_d.named_buffers() if b.is_floating_point()}
         mean = all_reduce_mean(bufs)
         for k, b in bufs.items():

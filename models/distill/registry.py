@@ -2,7 +2,7 @@
 from dataclasses import dataclass
 from typing import Any, Callable, Dict
 
-from utils.registry import Registry
+from ckdsr.utils.registry import Registry
 
 
 @dataclass(frozen=True)

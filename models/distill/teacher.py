@@ -9,10 +9,10 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 
-from models.distill.component import Component
-from models.network_io import build_network, freeze, load_weights, to_device
-from models.signals import Provider
-from utils.feature_taps import FeatureTaps
+from ckdsr.models.distill.component import Component
+from ckdsr.models.network_io import build_network, freeze, load_weights, to_device
+from ckdsr.models.signals import Provider
+from ckdsr.utils.feature_taps import FeatureTaps
 
 Images = Union[torch.Tensor, List[torch.Tensor]]
 

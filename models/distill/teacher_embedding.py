@@ -36,11 +36,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.distill.embedding import Embedding
-from models.distill.registry import ComponentSpec, register_component
-from models.signals import Provider
-from utils.feature_taps import FeatureTaps, resolve_module
-from utils.option_spec import REQUIRED, Field, Section
+from ckdsr.models.distill.embedding import Embedding
+from ckdsr.models.distill.registry import ComponentSpec, register_component
+from ckdsr.models.signals import Provider
+from ckdsr.utils.feature_taps import FeatureTaps, resolve_module
+from ckdsr.utils.option_spec import REQUIRED, Field, Section
 
 CODEBOOK_FORMAT = 'ckdsr.teacher_codebook.v1'
 #: ``distill.teacher_embedding.centre_colour`` when the option file leaves it out (chosen on the validation

@@ -6,10 +6,10 @@ from typing import Any, Dict, List, Mapping, Optional
 import torch
 from torch import nn
 
-import losses  # noqa: F401  (fills LOSS_REGISTRY)
-from utils.build import build_from_cfg
-from utils.option_spec import Block, Field, registry_resolver
-from utils.registry import LOSS_REGISTRY
+import ckdsr.losses  # noqa: F401  (fills LOSS_REGISTRY)
+from ckdsr.utils.build import build_from_cfg
+from ckdsr.utils.option_spec import Block, Field, registry_resolver
+from ckdsr.utils.registry import LOSS_REGISTRY
 
 #: a loss argument name -> the signal it reads unless the term's ``inputs:`` says otherwise
 ARG_DEFAULTS = {

@@ -44,9 +44,9 @@ def _install_plan(plan: Optional[Tuple], signum: int) -> None:
     """Patch this (child) process so it sends itself ``signum`` at the plan's moment."""
     if plan is None:
         return
-    import utils.checkpoint as ck
-    import utils.progress as progress
-    from engine.trainer import Trainer
+    import ckdsr.utils.checkpoint as ck
+    import ckdsr.utils.progress as progress
+    from ckdsr.engine.trainer import Trainer
     kind, k = plan[0], plan[1]
     counter = {'n': 0}
 

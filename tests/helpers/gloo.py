@@ -8,7 +8,7 @@ here ever releases a port it chose:
 
 * :func:`run_gloo` joins through a ``file://`` store in a fresh folder of the test's ``tmp_path``
   (no port at all);
-* :func:`run_env_gloo` is for code that joins with ``env://`` (``utils.dist.init_dist``): this
+* :func:`run_env_gloo` is for code that joins with ``env://`` (``ckdsr.utils.dist.init_dist``): this
   process hosts the store on port 0 (bound and kept by the store) and the workers connect to it,
   exactly as torchrun's agent does.
 
@@ -52,7 +52,7 @@ def run_gloo(fn: Callable, tmp_path: Path, *args: Any, world_size: int = 2) -> N
 def run_env_gloo(fn: Callable, *args: Any, world_size: int = 2) -> None:
     """``fn(rank, world_size, *args)`` in ``world_size`` processes whose environment is what torchrun
     gives its workers (``RANK``, ``LOCAL_RANK``, ``WORLD_SIZE``, ``MASTER_ADDR``, ``MASTER_PORT``), for
-    code that joins with ``init_method='env://'`` (e.g. ``utils.dist.init_dist``). ``fn`` joins the
+    code that joins with ``init_method='env://'`` (e.g. ``ckdsr.utils.dist.init_dist``). ``fn`` joins the
     group itself and must leave it (``destroy_process_group``) before returning.
 
     As under torchrun, the store is hosted by the launcher -- this process -- on a port the store

@@ -4,7 +4,7 @@ from typing import Any, Dict
 
 import torch
 
-from models.network_io import build_network
+from ckdsr.models.network_io import build_network
 from tests.helpers.tiny_run import tiny_sr_options
 
 

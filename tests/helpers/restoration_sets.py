@@ -10,7 +10,7 @@ from typing import List, Sequence
 import cv2
 import numpy as np
 
-from data.image_io import read_image, write_png
+from ckdsr.data.image_io import read_image, write_png
 
 
 def motion_kernel(length: int, angle_deg: float) -> np.ndarray:

@@ -9,7 +9,7 @@ from typing import Any, Callable, Dict
 
 import torch
 
-from models.network_io import build_network
+from ckdsr.models.network_io import build_network
 from tests.helpers.kd import save_standin_teacher
 
 
@@ -56,7 +56,7 @@ def with_standin_weights(tree: Dict[str, Any], tmp: Path) -> Dict[str, Any]:
 def write_teacher_codebook(tree: Dict[str, Any], path: Path, num_codes: int = 16, seed: int = 0) -> Path:
     """Random unit-norm codes with the channel count of ``distill.teacher_embedding``'s z tap of
     ``network_t``, saved with the metadata ``tools/fit_codebook.py`` writes."""
-    from models.distill.teacher_embedding import build_teacher_features, save_codebook
+    from ckdsr.models.distill.teacher_embedding import build_teacher_features, save_codebook
     cfg = tree['distill']['teacher_embedding']
     scale = tree.get('scale', 4)
     net = build_network(tree['network_t'], scale).eval()

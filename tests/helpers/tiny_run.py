@@ -6,7 +6,7 @@ from typing import Any, Dict
 import numpy as np
 import yaml
 
-from data.image_io import write_png as write_image
+from ckdsr.data.image_io import write_png as write_image
 
 
 def smooth_image(rng: np.random.Generator, h: int, w: int) -> np.ndarray:

@@ -1,9 +1,9 @@
 """Score the demo's networks and the bicubic baseline on the held-out benchmark folder.
 
-Networks go through :func:`engine.test_runner.run_test`, the machinery of ``tools/test.py`` (the
+Networks go through :func:`ckdsr.engine.test_runner.run_test`, the machinery of ``tools/test.py`` (the
 option tree of ``tools/test.py --arch ... --weights ... --scale ... --datasets ...``; PSNR/SSIM on Y,
 crop border = scale); bicubic is MATLAB's ``imresize(LR, scale, 'bicubic')`` on the uint8 LR, scored
-by the same :func:`engine.evaluation.evaluate_dataset`. SR images are saved for the crops figure.
+by the same :func:`ckdsr.engine.evaluation.evaluate_dataset`. SR images are saved for the crops figure.
 """
 import json
 from dataclasses import dataclass, field
@@ -12,7 +12,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 
-from engine.evaluation import DEFAULT_METRICS, average, evaluate_dataset
+from ckdsr.engine.evaluation import DEFAULT_METRICS, average, evaluate_dataset
 
 
 @dataclass
@@ -28,8 +28,8 @@ class Score:
 
 def complexity(network_cfg: Dict[str, Any], scale: int, lr_size: Tuple[int, int]) -> Tuple[int, int]:
     """``(params, MACs)`` of a network block at ``lr_size = (W, H)`` (built on the meta device)."""
-    from models.network_io import build_network
-    from utils.complexity import count_params, count_macs
+    from ckdsr.models.network_io import build_network
+    from ckdsr.utils.complexity import count_params, count_macs
     with torch.device('meta'):
         net = build_network(dict(network_cfg), scale)
     return count_params(net), count_macs(net, (lr_size[1], lr_size[0]))
@@ -51,8 +51,8 @@ def test_command(network_cfg: Dict[str, Any], weights: Path, scale: int, bench: 
 def evaluate_network(method: str, network_cfg: Dict[str, Any], weights: Path, scale: int, bench: Path,
                      save_root: Path) -> Score:
     """``tools/test.py --arch ... --weights W --scale S --datasets bench`` in-process."""
-    from ckdsr_demo.runs import command_text
-    from engine.test_runner import options_from_arch, run_test
+    from ckdsr.demo.runs import command_text
+    from ckdsr.engine.test_runner import options_from_arch, run_test
     opt = options_from_arch(network_cfg['type'], str(weights), scale, [str(bench)], arch_sets=arch_sets(network_cfg),
                             name=method)
     run = run_test(opt, torch.device('cpu'), progress=False, save_dir=str(save_root))
@@ -64,7 +64,7 @@ def evaluate_network(method: str, network_cfg: Dict[str, Any], weights: Path, sc
 
 def bicubic_forward(scale: int):
     """LR in [0, 1] -> MATLAB ``imresize(uint8 LR, scale, 'bicubic')`` / 255."""
-    from data.matlab_imresize import imresize_torch
+    from ckdsr.data.matlab_imresize import imresize_torch
 
     def forward(lq: torch.Tensor) -> torch.Tensor:
         lr = (lq.clamp(0, 1) * 255).round().to(torch.uint8)
@@ -73,7 +73,7 @@ def bicubic_forward(scale: int):
 
 
 def evaluate_bicubic(scale: int, bench: Path, save_root: Path) -> Score:
-    from data.benchmark_dataset import BenchmarkDataset
+    from ckdsr.data.benchmark_dataset import BenchmarkDataset
     ds = BenchmarkDataset(str(bench), scale=scale)
     save_dir = save_root / ds.name
     rows = evaluate_dataset(bicubic_forward(scale), ds, scale, DEFAULT_METRICS, save_dir=str(save_dir),
@@ -87,8 +87,8 @@ def colour_shift(sr_dir: Path, bench: Path, scale: int) -> Tuple[float, float, f
     a global colour cast that Y-PSNR only partly sees."""
     import numpy as np
 
-    from data.bicubic_lr import list_images
-    from data.image_io import read_image
+    from ckdsr.data.bicubic_lr import list_images
+    from ckdsr.data.image_io import read_image
     total, count = np.zeros(3), 0
     for hr_path in list_images(bench / 'HR'):
         sr = read_image(sr_dir / f'{hr_path.stem}_x{scale}.png').astype(np.float64)

@@ -20,7 +20,7 @@ from collections import deque
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence
 
-from ckdsr_demo.logs import RunHistory, parse_line, read_history
+from ckdsr.demo.logs import RunHistory, parse_line, read_history
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -64,7 +64,7 @@ class _LineHandler(logging.Handler):
 
     def __init__(self, stream, on_line: Optional[Callable[[str], None]], tail: deque):
         super().__init__(logging.INFO)
-        from utils.logger import LOG_FORMAT
+        from ckdsr.utils.logger import LOG_FORMAT
         self.setFormatter(logging.Formatter(LOG_FORMAT))
         self.stream, self.on_line, self.tail = stream, on_line, tail
 
@@ -101,7 +101,7 @@ class _TeeText(io.TextIOBase):
 @contextlib.contextmanager
 def _captured(stream, on_line, tail: deque):
     """Route the ``ckdsr`` logger, stdout and stderr to ``stream`` for the duration of one tool call."""
-    from utils.logger import get_root_logger
+    from ckdsr.utils.logger import get_root_logger
     logger = get_root_logger()                  # its console handler is bound to the real stderr
     consoles = [h for h in logger.handlers
                 if isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler)]

@@ -14,7 +14,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ckdsr_demo.logs import RunHistory
+from ckdsr.demo.logs import RunHistory
 
 PANEL_INCHES = 2.2
 DPI = 100
@@ -84,7 +84,7 @@ def gain_box(hr: np.ndarray, base: np.ndarray, better: np.ndarray, size: int, ma
 
 
 def crop_psnr(sr: np.ndarray, hr: np.ndarray) -> float:
-    from metrics import calculate_psnr
+    from ckdsr.metrics import calculate_psnr
     return float(calculate_psnr(sr, hr, crop_border=0, test_y_channel=True))
 
 

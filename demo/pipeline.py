@@ -2,14 +2,14 @@
 
 Stages (``tools/demo.py`` is a thin command line over :func:`run_demo`):
 
-1. data     -- scikit-image photos -> training LMDB + held-out benchmark folder (:mod:`ckdsr_demo.photos`)
+1. data     -- scikit-image photos -> training LMDB + held-out benchmark folder (:mod:`ckdsr.demo.photos`)
 2. teacher  -- ``tools/train.py`` on the first run of ``options/demo/pipeline.yaml``
 3. students -- every further run, each a ``tools/train.py`` call; KD runs get the teacher's weights
                and architecture, and a run with an offline teacher embedding first gets its DMM
                codebook from ``tools/fit_codebook.py``
-4. evaluate -- bicubic and every network on the held-out photos (:mod:`ckdsr_demo.scoring`)
-5. report   -- the table, ``report.md``, ``curves.png``, ``crops.png`` (:mod:`ckdsr_demo.report`,
-               :mod:`ckdsr_demo.figures`)
+4. evaluate -- bicubic and every network on the held-out photos (:mod:`ckdsr.demo.scoring`)
+5. report   -- the table, ``report.md``, ``curves.png``, ``crops.png`` (:mod:`ckdsr.demo.report`,
+               :mod:`ckdsr.demo.figures`)
 """
 import json
 import re
@@ -18,10 +18,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Tuple
 
-from ckdsr_demo import figures, photos, runs, scoring
-from ckdsr_demo.config import DEFAULT_PIPELINE, Pipeline, RunSpec, load_pipeline
-from ckdsr_demo.logs import RunHistory
-from ckdsr_demo.report import MethodRow, ReportContext, describe_network, format_table, write_report
+from ckdsr.demo import figures, photos, runs, scoring
+from ckdsr.demo.config import DEFAULT_PIPELINE, Pipeline, RunSpec, load_pipeline
+from ckdsr.demo.logs import RunHistory
+from ckdsr.demo.report import MethodRow, ReportContext, describe_network, format_table, write_report
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -48,7 +48,7 @@ def set_item(key: str, value: Any) -> str:
 
 def resolved_tree(run: RunSpec, sets: List[str]) -> Dict[str, Any]:
     """The run's option tree with ``sets`` applied (not validated: ``tools/train.py`` does that)."""
-    from utils.options import apply_overrides, read_yaml
+    from ckdsr.utils.options import apply_overrides, read_yaml
     return apply_overrides(read_yaml(str(run.options)), sets)
 
 
@@ -195,7 +195,7 @@ class _Demo:
     # ------------------------------------------------------------------ 5. pictures
     def crops(self, scores: Dict[str, Any], order: List[TrainedRun], path: Path):
         """``crops.png``; returns the panel titles and a caption."""
-        from data.image_io import read_image
+        from ckdsr.data.image_io import read_image
         name, scale, bench = self.cfg.crop_image, self.cfg.scale, self.bench
         bic = read_image(scores['bicubic'].image_dir / f'{name}_x{scale}.png')
         hr = read_image(next(p for p in (bench / 'HR').iterdir() if p.stem == name))

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Tuple
 
-from ckdsr_demo.photos import check_split
+from ckdsr.demo.photos import check_split
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_PIPELINE = REPO / 'options' / 'demo' / 'pipeline.yaml'
@@ -58,7 +58,7 @@ def _unknown(section: Dict[str, Any], allowed, where: str, source: Path) -> None
 
 
 def load_pipeline(path: Path = DEFAULT_PIPELINE, tiny: bool = False) -> Pipeline:
-    from utils.options import read_yaml
+    from ckdsr.utils.options import read_yaml
     path = Path(path)
     tree = read_yaml(str(path))
     _unknown(tree, _TOP, '', path)

@@ -1,6 +1,6 @@
 """Read a run's history back from the lines the training loop logs (``train.log``).
 
-The trainer logs, through :class:`utils.progress.MessageLogger` and :meth:`engine.trainer.Trainer.validate`::
+The trainer logs, through :class:`ckdsr.utils.progress.MessageLogger` and :meth:`ckdsr.engine.trainer.Trainer.validate`::
 
     2026-01-01 12:00:00,123 INFO: experiment NAME: 283 training samples, ... starting at 0
     2026-01-01 12:00:20,456 INFO: [epoch:  0, iter:   20/1,500, lr:(9.973e-04)] 1.00 it/s, ... | l_pix: 1.5e-01

@@ -2,9 +2,9 @@
 
 Nothing is downloaded: every photo below ships inside the scikit-image wheel. Greyscale photos are
 repeated to three channels (as cv2 and BasicSR read greyscale files). The training photos go through
-the real LMDB preparation (:func:`data.lmdb_writer.create_paired_lmdb`: sub-images, LR made with the
+the real LMDB preparation (:func:`ckdsr.data.lmdb_writer.create_paired_lmdb`: sub-images, LR made with the
 MATLAB-exact bicubic); the held-out photos become an EDSR-layout benchmark folder (``HR/`` +
-``LR_bicubic/X<s>/``, made by :func:`data.bicubic_lr.make_lr_folder`, the function behind
+``LR_bicubic/X<s>/``, made by :func:`ckdsr.data.bicubic_lr.make_lr_folder`, the function behind
 ``tools/make_lr.py``), which ``tools/test.py`` reads like Set5.
 """
 import os
@@ -73,7 +73,7 @@ def write_photos(names: Sequence[str], folder: Path, min_size: int = 0, progress
     """Write each photo as ``<folder>/<name>.png``; photos smaller than ``min_size`` are an error."""
     from tqdm import tqdm
 
-    from data.image_io import write_png
+    from ckdsr.data.image_io import write_png
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
     for name in tqdm(names, desc='photos', unit='img', disable=not progress, leave=False):
@@ -94,8 +94,8 @@ def prepare_data(out: Path, train: Sequence[str], heldout: Sequence[str], heldou
     ``{'train_gt', 'train_lq'}``: the paired sub-image LMDBs; ``'benchmark'``: the held-out folder
     ``<out>/data/benchmark/<heldout_name>`` (``HR/`` + ``LR_bicubic/X<scale>/``). Rebuilt every run.
     """
-    from data.bicubic_lr import make_lr_folder
-    from data.lmdb_writer import create_paired_lmdb
+    from ckdsr.data.bicubic_lr import make_lr_folder
+    from ckdsr.data.lmdb_writer import create_paired_lmdb
     check_split(train, heldout)
     data_dir = out / 'data'
     photos_dir = data_dir / 'photos_train_HR'
