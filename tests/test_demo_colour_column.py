@@ -1,5 +1,5 @@
 """make demo's report: every row of its table prints the mean colour offset (issue 18)."""
-from ckdsr_demo.report import MethodRow, format_table, markdown_table
+from ckdsr.demo.report import MethodRow, format_table, markdown_table
 
 
 def test_every_table_row_prints_its_colour_offset():

@@ -2,11 +2,11 @@
 import pytest
 import torch
 
-from losses.contrastive_ratio import ContrastiveRatioLoss
-from losses.dmm import DMMLoss
-from models.distill.teacher_embedding import (DIV2K_MEAN, TeacherFeatures, build_teacher_features, centre_colour,
+from ckdsr.losses.contrastive_ratio import ContrastiveRatioLoss
+from ckdsr.losses.dmm import DMMLoss
+from ckdsr.models.distill.teacher_embedding import (DIV2K_MEAN, TeacherFeatures, build_teacher_features, centre_colour,
                                               save_codebook)
-from models.network_io import build_network, freeze
+from ckdsr.models.network_io import build_network, freeze
 
 TEACHER = {'type': 'EDSR', 'num_feat': 8, 'num_block': 2}
 

@@ -33,8 +33,8 @@ from benchmarks.kd_study.run import WORK, shared  # noqa: E402
 
 
 def batches(n_batches: int, batch: int, gen: torch.Generator):
-    from data.bicubic_lr import list_images
-    from data.image_io import read_image
+    from ckdsr.data.bicubic_lr import list_images
+    from ckdsr.data.image_io import read_image
     hr_imgs, lr_imgs = [], []
     for p in list_images(WORK / 'val' / 'HR'):
         hr_imgs.append(read_image(p))
@@ -65,10 +65,10 @@ def main(argv=None):
     p.add_argument('--batch', type=int, default=16)
     args = p.parse_args(argv)
     torch.set_num_threads(1)
-    from data.degradations import Degrader
-    from losses.contrastive_ratio import ContrastiveRatioLoss, l1_to_negatives
-    from models.distill.teacher_embedding import TeacherFeatures
-    from models.network_io import build_network, load_weights
+    from ckdsr.data.degradations import Degrader
+    from ckdsr.losses.contrastive_ratio import ContrastiveRatioLoss, l1_to_negatives
+    from ckdsr.models.distill.teacher_embedding import TeacherFeatures
+    from ckdsr.models.network_io import build_network, load_weights
     teacher = build_network({'type': 'CARN_M'}, 4)
     load_weights(teacher, str(shared() / 'weights' / 'carn_m.pth'), 'auto', True, 'carn_m.pth')
     teacher.eval().requires_grad_(False)
@@ -76,8 +76,8 @@ def main(argv=None):
     if args.student:
         load_weights(student, args.student, 'auto', True, args.student)
     student.eval().requires_grad_(False)
-    from losses.dmm import DMMLoss
-    from models.distill.teacher_embedding import load_codebook
+    from ckdsr.losses.dmm import DMMLoss
+    from ckdsr.models.distill.teacher_embedding import load_codebook
     book = load_codebook(args.codebook)[0] if args.codebook else None
     emb = TeacherFeatures(teacher, ['c1', 'c2', 'c3'], 4, z_tap='c3', with_z=True, centre_colour=args.centre)
     dcl = ContrastiveRatioLoss([0.25, 0.5, 1.0])

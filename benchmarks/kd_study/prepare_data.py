@@ -5,7 +5,7 @@
     #    benchmarks/kd_study/work/val/{HR,LR_bicubic/X4}                     (the VALIDATION split)
 
 The validation photos (``VALIDATION``) are left out of the training LMDB and written as a benchmark
-folder (MATLAB-exact bicubic LR, ``data.bicubic_lr.make_lr_folder``). Loss weights of the study may
+folder (MATLAB-exact bicubic LR, ``ckdsr.data.bicubic_lr.make_lr_folder``). Loss weights of the study may
 be chosen on this split only, never on the test sets (B100, Set5, Set14, Urban100-20). The list is
 fixed (chosen before any run, by name: three BSD200 photos and three T91 photos, sizes >= 96 px).
 Same cutting as benchmarks/kd_cpu/prepare_data.py (which uses every photo).
@@ -35,7 +35,7 @@ def shared_dir() -> Path:
 
 def photos():
     """``{'<subset>_<name>': path}`` of every training photo at least one tile large."""
-    from data.image_io import read_image_size
+    from ckdsr.data.image_io import read_image_size
     train = shared_dir() / 'datasets' / 'train'
     out = {}
     for sub in ('T91', 'BSD200'):
@@ -49,8 +49,8 @@ def photos():
 
 
 def main() -> None:
-    from data.bicubic_lr import make_lr_folder
-    from data.lmdb_writer import create_paired_lmdb, lmdb_paths
+    from ckdsr.data.bicubic_lr import make_lr_folder
+    from ckdsr.data.lmdb_writer import create_paired_lmdb, lmdb_paths
     found = photos()
     val_hr = WORK / 'val' / 'HR'
     val_hr.mkdir(parents=True, exist_ok=True)

@@ -12,7 +12,7 @@ start from the final scratch student of the same seed and student.
 
 Every checkpoint (``net_g_<step>.pth``, every ``--eval-every`` steps) is scored on the validation
 split and on B100, Set5, Set14 and Urban100-20 (MATLAB LR files; Y-PSNR/SSIM, crop 4, the
-``engine.evaluation`` code of tools/test.py) plus the mean per-channel colour offset (SR - HR, grey
+``ckdsr.engine.evaluation`` code of tools/test.py) plus the mean per-channel colour offset (SR - HR, grey
 levels). One record per (method, student, seed, step) is appended to ``RECORDS`` (JSON lines); a later
 invocation skips what is recorded and resumes an interrupted training run (``--auto_resume``).
 ``--jobs 2`` runs two single-thread (OMP_NUM_THREADS=1) runs at a time; ``--budget-min`` stops
@@ -118,9 +118,9 @@ def score_net(net, sets: Dict[str, Path], scale: int = 4) -> Dict[str, Dict[str,
     """``{set: {'psnr', 'ssim', 'colour': [R, G, B]}}``: mean Y-PSNR/SSIM (crop ``scale``) and the mean
     SR - HR offset per channel over every pixel of the set (grey levels)."""
     import numpy as np
-    from data.benchmark_dataset import BenchmarkDataset
-    from engine.evaluation import average, evaluate_dataset, make_forward
-    from metrics import tensor2img
+    from ckdsr.data.benchmark_dataset import BenchmarkDataset
+    from ckdsr.engine.evaluation import average, evaluate_dataset, make_forward
+    from ckdsr.metrics import tensor2img
     net.eval()
     out = {}
     for name, root in sets.items():
@@ -149,8 +149,8 @@ def shared() -> Path:
 
 def student_net(method: str, student: str, weights: Path):
     """The trained student (CSD: the exported narrow network, ``params_student``)."""
-    from models.network_io import build_network, load_weights
-    from utils.options import read_yaml
+    from ckdsr.models.network_io import build_network, load_weights
+    from ckdsr.utils.options import read_yaml
     opt = read_yaml(str(OPTIONS / f'{METHODS[method]}.yml'))  # only the network: no path checks
     cfg = dict(opt['network_g'])
     for s in student_sets(method, student):
