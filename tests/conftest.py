@@ -36,3 +36,20 @@ def shared_dir() -> Path:
 @pytest.fixture(scope='session')
 def benchmark_dir(shared_dir) -> Path:
     return shared_dir / 'datasets' / 'benchmark'
+
+
+def pytest_collection_modifyitems(config, items):
+    """Slow tests are left out of a plain run; ``-m slow`` (or any ``-m``) selects by marker, and a
+    slow test named by its node id (``pytest tests/x.py::test_y``) runs as asked."""
+    if config.getoption('markexpr'):
+        return
+    root = str(config.rootpath)
+    named = {os.path.relpath(a.split('::')[0], root) + '::' + a.split('::', 1)[1].split('[')[0]
+             for a in config.args if '::' in a}
+    keep, drop = [], []
+    for item in items:
+        wanted = item.nodeid.split('[')[0] in named
+        (drop if item.get_closest_marker('slow') and not wanted else keep).append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep

@@ -25,12 +25,7 @@ SCALE = 4
 VALIDATION = ('BSD200_105019', 'BSD200_118035', 'BSD200_135069', 'T91_t40', 'T91_tt7', 'T91_tt20')
 
 
-def shared_dir() -> Path:
-    env = os.environ.get('CKDSR_SHARED')
-    path = Path(env) if env else ROOT.parent / 'shared'
-    if not (path / 'datasets' / 'train').is_dir():
-        raise SystemExit(f'reference data not found at {path}; set CKDSR_SHARED')
-    return path
+from benchmarks.kd_cpu.prepare_data import shared_dir  # noqa: E402  (the same reference-data lookup)
 
 
 def photos():
