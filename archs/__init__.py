@@ -13,6 +13,7 @@ from ckdsr.archs import pcl_discriminator  # noqa: F401
 from ckdsr.archs import facd_regressor  # noqa: F401
 from ckdsr.archs import nafnet  # noqa: F401
 from ckdsr.archs import restormer  # noqa: F401
+from ckdsr.archs import tapped_features  # noqa: F401
 
 # the networks a user names most often, importable as ``from ckdsr.archs import RCAN``
 from ckdsr.archs.carn import CARN_M  # noqa: E402,F401
