@@ -3,7 +3,7 @@ import math
 
 import numpy as np
 
-from benchmarks.kd_study.report import summarise, t_interval
+from benchmarks.kd_study.report import contrasts, summarise, t_interval
 from benchmarks.kd_study.run import colour_offset
 
 
@@ -40,3 +40,19 @@ def test_summary_pairs_by_seed_and_ignores_intermediate_steps():
     assert n == 3 and abs(d - 0.2) < 1e-9 and lo < 0.2 < hi   # diffs 0.1, 0.3, 0.2
     assert abs(kd['B100']['psnr'][0] - 26.2) < 1e-9 and kd['colour'] == [1.0, 0.0, 0.0]
     assert 'diff' not in rows['scratch']
+
+
+def test_baseline_has_the_same_length_and_contrasts_pair_by_seed():
+    short = [dict(record('scratch', 0, 24.0), total_steps=3, step=3, tag='short', run='scratch_short'),
+             dict(record('dckd_offline', 0, 23.0), total_steps=3, step=3, tag='trial', run='dckd_trial')]
+    recs = [record('scratch', 0, 25.0), record('scratch', 1, 26.0),
+            record('logits_kd', 0, 25.2), record('logits_kd', 1, 26.4),
+            record('dckd_offline', 0, 25.3), record('dckd_offline', 1, 26.3), record('dckd_offline', 2, 30.0)] + short
+    rows = {(r['method'], r['tag']): r for r in summarise(recs)}
+    # the 3-step trial is compared with the 3-step scratch of another trial, not the 10-step runs
+    assert abs(rows[('dckd_offline', 'trial')]['diff']['val'][0] - (-1.0)) < 1e-9
+    c = {x['method'] + '-' + x['reference']: x for x in contrasts(recs, '4x16')}
+    d = c['dckd_offline-logits_kd']
+    assert d['seeds'] == [0, 1] and abs(d['diff']['B100'][0] - 0.0) < 1e-9  # +0.1 and -0.1
+    assert abs(d['diff']['B100'][1] - (-d['diff']['B100'][2])) < 1e-9 and d['diff']['B100'][3] == 2
+    assert 'dckd_offline-dckd_no_contrastive' not in c  # no runs of the reference: no row

@@ -20,6 +20,17 @@ RESULTS = ROOT / 'benchmarks' / 'results'
 SETS = ('val', 'B100', 'Set5', 'Set14', 'Urban100')
 TEST = ('B100', 'Set5', 'Set14', 'Urban100')
 BASELINE = {'pcl_finetune': 'l1_finetune', 'l1_finetune': None}   # everything else: scratch
+#: paired contrasts that isolate one term: (what it measures, method, reference): the two option files
+#: differ only in that term (options/experiments/kd_study/)
+CONTRASTS = (
+    ('DCL + DMM on top of logits KD', 'dckd_offline', 'logits_kd'),
+    ('DCL (the contrastive term) in DCKD', 'dckd_offline', 'dckd_no_contrastive'),
+    ('DMM in DCKD', 'dckd_offline', 'dckd_no_dmm'),
+    ('L1(S, T) in DCKD', 'dckd_offline', 'dckd_no_kd'),
+    ('DMM on top of logits KD', 'dckd_no_contrastive', 'logits_kd'),
+    ('DUKD\'s zoom-in/out + LCR on top of logits KD', 'dukd', 'logits_kd'),
+    ('PCL vs L1 fine-tuning', 'pcl_finetune', 'l1_finetune'),
+)
 
 
 def mean_std(v: Sequence[float]) -> Tuple[float, float]:
@@ -62,8 +73,8 @@ def summarise(records: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
         row['colour'] = [sum(c[i] for cs in colours for c in cs) / sum(len(cs) for cs in colours) for i in range(3)]
         base_m = BASELINE.get(method, 'scratch')
         base = None
-        if base_m and method != base_m:  # the baseline of the same trial (tag), else the untagged one
-            base = finals.get((student, base_m, tag)) or finals.get((student, base_m, ''))
+        if base_m and method != base_m:
+            base = baseline_runs(finals, student, base_m, tag, row['steps'])
         if base:
             row['baseline'] = base_m
             for s in SETS:
@@ -73,6 +84,36 @@ def summarise(records: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
                     row.setdefault('diff', {})[s] = t_interval([a - b for a, b in pairs]) + (len(pairs),)
         rows.append(row)
     return rows
+
+
+def baseline_runs(finals, student: str, method: str, tag: str, steps: int):
+    """The baseline's runs of the same length: the same trial (tag) first, then the untagged runs, then
+    any trial of that length (e.g. a 300-step trial is compared with the 300-step scratch)."""
+    tags = [tag, ''] + sorted(t for (st, m, t) in finals if st == student and m == method)
+    for t in tags:
+        runs = finals.get((student, method, t))
+        if runs and next(iter(runs.values()))['total_steps'] == steps:
+            return runs
+    return None
+
+
+def contrasts(records: List[Dict[str, Any]], student: str) -> List[Dict[str, Any]]:
+    """The paired differences of :data:`CONTRASTS` (untagged runs at their last step, seeds both have)."""
+    finals = final_records(records)
+    out = []
+    for label, method, ref in CONTRASTS:
+        a, b = finals.get((student, method, ''), {}), finals.get((student, ref, ''), {})
+        seeds = sorted(set(a) & set(b))
+        if not seeds:
+            continue
+        row = {'what': label, 'method': method, 'reference': ref, 'seeds': seeds, 'diff': {}}
+        for s in SETS:
+            d = [a[k]['scores'][s]['psnr'] - b[k]['scores'][s]['psnr'] for k in seeds
+                 if s in a[k]['scores'] and s in b[k]['scores']]
+            if d:
+                row['diff'][s] = t_interval(d) + (len(d),)
+        out.append(row)
+    return out
 
 
 def order_key(k):
@@ -110,18 +151,43 @@ def markdown(rows: List[Dict[str, Any]], records: List[Dict[str, Any]]) -> str:
            'largely removed, `colour_cast.md`); every other weight is the shipped method file\'s. Rows with a '
            'tag are validation trials (their settings are listed at the end).', '']
     for student in sorted({r['student'] for r in rows}):
-        out += [f'## Student EDSR {student}', '']
-        head = ['method', 'tag', 'seeds', 'steps'] + [f'{s} PSNR / SSIM' for s in SETS] + \
-               [f'Δ {s}' for s in SETS] + ['colour R, G, B', 'train min']
+        mine = [r for r in rows if r['student'] == student]
+        main, trials = [r for r in mine if not r['tag']], [r for r in mine if r['tag']]
+        out += [f'## Student EDSR {student}', '', '### Paired difference to the baseline (dB, 95% t-interval)', '']
+        head = ['method', 'seeds', 'steps', 'baseline'] + [f'Δ {s}' for s in SETS] + ['colour R, G, B', 'train min']
         out += ['| ' + ' | '.join(head) + ' |', '|' + '---|' * len(head)]
-        for r in rows:
-            if r['student'] != student:
-                continue
-            cells = [r['method'], r['tag'] or '–', str(len(r['seeds'])), str(r['steps'])]
-            cells += [f"{fmt_ms(r[s]['psnr'], 2)} / {fmt_ms(r[s]['ssim'], 4)}" if s in r else '–' for s in SETS]
+        for r in main:
+            cells = [r['method'], str(len(r['seeds'])), str(r['steps']), r.get('baseline', '–')]
             cells += [fmt_diff(r['diff'][s]) if s in r.get('diff', {}) else '–' for s in SETS]
             cells += [', '.join(f'{v:+.2f}' for v in r['colour']), f"{r['train_min']:.1f}"]
             out.append('| ' + ' | '.join(cells) + ' |')
+        out += ['', '### Scores (Y-PSNR dB / SSIM, mean ± std over seeds)', '']
+        head = ['method', 'seeds'] + [f'{s}' for s in SETS]
+        out += ['| ' + ' | '.join(head) + ' |', '|' + '---|' * len(head)]
+        for r in main:
+            cells = [r['method'], str(len(r['seeds']))]
+            cells += [f"{fmt_ms(r[s]['psnr'], 2)} / {fmt_ms(r[s]['ssim'], 4)}" if s in r else '–' for s in SETS]
+            out.append('| ' + ' | '.join(cells) + ' |')
+        pairs = contrasts(records, student)
+        if pairs:
+            out += ['', '### What one term does (paired: two option files that differ only in it)', '']
+            head = ['term', 'method − reference', 'seeds'] + [f'Δ {s}' for s in SETS]
+            out += ['| ' + ' | '.join(head) + ' |', '|' + '---|' * len(head)]
+            for c in pairs:
+                cells = [c['what'], f"{c['method']} − {c['reference']}", str(len(c['seeds']))]
+                cells += [fmt_diff(c['diff'][s]) if s in c['diff'] else '–' for s in SETS]
+                out.append('| ' + ' | '.join(cells) + ' |')
+        if trials:
+            out += ['', '### Validation trials (choose on `val` only; test columns for the record)', '']
+            head = ['method', 'tag', 'seeds', 'steps', 'val PSNR', 'Δ val', 'B100 PSNR', 'colour R, G, B']
+            out += ['| ' + ' | '.join(head) + ' |', '|' + '---|' * len(head)]
+            for r in trials:
+                cells = [r['method'], r['tag'], str(len(r['seeds'])), str(r['steps']),
+                         fmt_ms(r['val']['psnr'], 3) if 'val' in r else '–',
+                         fmt_diff(r['diff']['val']) if 'val' in r.get('diff', {}) else '–',
+                         fmt_ms(r['B100']['psnr'], 2) if 'B100' in r else '–',
+                         ', '.join(f'{v:+.2f}' for v in r['colour'])]
+                out.append('| ' + ' | '.join(cells) + ' |')
         out.append('')
     tried = sorted({(r.get('tag', ''), ' '.join(r.get('sets', []))) for r in records if r.get('tag') or r.get('sets')})
     out += ['## Settings tried (validation trials)', '']
@@ -176,7 +242,8 @@ def plot(records: List[Dict[str, Any]], path: Path, set_name: str = '') -> None:
 def write_report(records: List[Dict[str, Any]], results: Path = RESULTS) -> None:
     rows = summarise(records)
     results.mkdir(parents=True, exist_ok=True)
-    (results / 'kd_study.json').write_text(json.dumps({'rows': rows}, indent=1))
+    pairs = {st: contrasts(records, st) for st in sorted({r['student'] for r in rows})}
+    (results / 'kd_study.json').write_text(json.dumps({'rows': rows, 'contrasts': pairs}, indent=1))
     (results / 'kd_study.md').write_text(markdown(rows, records))
     if records:
         plot(records, results / 'kd_study.png')
