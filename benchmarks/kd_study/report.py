@@ -19,6 +19,7 @@ ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / 'benchmarks' / 'results'
 SETS = ('val', 'B100', 'Set5', 'Set14', 'Urban100')
 TEST = ('B100', 'Set5', 'Set14', 'Urban100')
+FACD_CHOSEN = '0.01'
 BASELINE = {'pcl_finetune': 'l1_finetune', 'l1_finetune': None}   # everything else: scratch
 #: paired contrasts that isolate one term: (what it measures, method, reference): the two option files
 #: differ only in that term (options/experiments/kd_study/)
@@ -97,6 +98,42 @@ def baseline_runs(finals, student: str, method: str, tag: str, steps: int):
     return None
 
 
+#: settings chosen on the validation split: (what, method, [(value, trial tag or '' for the option
+#: file's own runs)], chosen value, why when the val column alone does not decide). Seed 0, val PSNR
+#: at the final step of each trial; the option files in options/experiments/kd_study/ carry the choice.
+DECISIONS = (
+    ('offline DCKD embedding colour-centred (`distill.teacher_embedding.centre_colour`, 300-step runs; '
+     'colour_cast.md)', 'dckd_offline', [('false', 'colour'), ('true', 'colour_centred')], 'true', ''),
+    ('DCKD contrastive weight (paper 0.1)', 'dckd_offline',
+     [('0.1', 'dcl0.1'), ('0.03', 'dcl0.03'), ('0.01', 'dcl0.01')], '0.03',
+     '0.03 and 0.01 tie on val (within 0.002 dB); the one nearer the paper\'s weight is kept'),
+    ('FAKD weight (shipped fakd_*.yml: 10)', 'fakd',
+     [('10', 'fakd_w10'), ('1', 'fakd_w1'), ('0.1', 'fakd_w0.1'), ('0.01', 'fakd_w0.01')], '0.1', ''),
+    ('FACD feature-contrast weight λ (shipped facd_*.yml: 4, Eq. 4 summed over the batch)', 'facd',
+     [('4', 'facd_w4'), ('1', 'facd_w1'), ('0.25', 'facd_w0.25'), ('0.05', 'facd_w0.05'), ('0.01', 'facd_w0.01'),
+      ('0 (adaptive L_SR alone)', 'facd_w0')], FACD_CHOSEN, 'weight 0 is not FACD: the best positive weight is kept'),
+)
+
+
+def decisions_markdown(records: List[Dict[str, Any]]) -> List[str]:
+    """The 'settings chosen' list: every value tried with its val PSNR (seed 0, final step)."""
+    val = {}
+    for r in records:
+        if r['seed'] == 0 and r['step'] == r['total_steps'] and 'val' in r['scores']:
+            val[(r['method'], r.get('tag', ''))] = r['scores']['val']['psnr']
+    out = ['Settings chosen on the validation split (val Y-PSNR of seed 0 per value tried; the option files '
+           'carry the chosen value, every other weight is the shipped method file\'s):', '']
+    for what, method, tried, chosen, why in DECISIONS:
+        cells = [f"{'**' if v == chosen else ''}{v}: "
+                 f"{f'{val[(method, t)]:.3f}' if (method, t) in val else 'not run'}{'**' if v == chosen else ''}"
+                 for v, t in tried]
+        out.append(f'- {what}: ' + '; '.join(cells) + f' → **{chosen}**' + (f' ({why})' if why else ''))
+    out.append('- CSD contrastive weight: 200/255 = 0.784 (the released `--contra_lambda 200` against L1 on '
+               '[0, 255]), not tuned; its embedding is CARN-M\'s colour-centred features (SRNetFeatures), '
+               'the stand-in for VGG19')
+    return out + ['']
+
+
 def contrasts(records: List[Dict[str, Any]], student: str) -> List[Dict[str, Any]]:
     """The paired differences of :data:`CONTRASTS` (untagged runs at their last step, seeds both have)."""
     finals = final_records(records)
@@ -146,10 +183,8 @@ def markdown(rows: List[Dict[str, Any]], records: List[Dict[str, Any]]) -> str:
            't-interval. Colour: mean SR − HR per channel (R, G, B grey levels of 255) over the test sets.',
            '', f'Machine: {os.cpu_count()} CPU cores, one thread per run; load when written: `{uptime}`. '
            '`train min` is the wall time of the training command (shared cores: compare within a load).', '',
-           'Settings chosen on the validation split: the offline DCKD embedding is colour-centred '
-           '(`distill.teacher_embedding.centre_colour: true`, +0.85 dB val over the plain one and the cast '
-           'largely removed, `colour_cast.md`); every other weight is the shipped method file\'s. Rows with a '
-           'tag are validation trials (their settings are listed at the end).', '']
+           'Rows with a tag are validation trials (their settings are listed at the end).', '']
+    out += decisions_markdown(records)
     for student in sorted({r['student'] for r in rows}):
         mine = [r for r in rows if r['student'] == student]
         main, trials = [r for r in mine if not r['tag']], [r for r in mine if r['tag']]
