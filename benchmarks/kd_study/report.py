@@ -31,6 +31,7 @@ CONTRASTS = (
     ('DMM on top of logits KD', 'dckd_no_contrastive', 'logits_kd'),
     ('DUKD\'s zoom-in/out + LCR on top of logits KD', 'dukd', 'logits_kd'),
     ('PCL vs L1 fine-tuning', 'pcl_finetune', 'l1_finetune'),
+    ('CSD\'s contrastive term (L_con) in its joint training', 'csd', 'csd_joint'),
 )
 
 
@@ -106,12 +107,14 @@ DECISIONS = (
      'colour_cast.md)', 'dckd_offline', [('false', 'colour'), ('true', 'colour_centred')], 'true', ''),
     ('DCKD contrastive weight (paper 0.1)', 'dckd_offline',
      [('0.1', 'dcl0.1'), ('0.03', 'dcl0.03'), ('0.01', 'dcl0.01')], '0.03',
-     '0.03 and 0.01 tie on val (within 0.002 dB); the one nearer the paper\'s weight is kept'),
+     '0.03 and 0.01 tie on val, 0.001 dB apart: the one nearer the paper\'s weight is kept'),
     ('FAKD weight (shipped fakd_*.yml: 10)', 'fakd',
      [('10', 'fakd_w10'), ('1', 'fakd_w1'), ('0.1', 'fakd_w0.1'), ('0.01', 'fakd_w0.01')], '0.1', ''),
     ('FACD feature-contrast weight λ (shipped facd_*.yml: 4, Eq. 4 summed over the batch)', 'facd',
      [('4', 'facd_w4'), ('1', 'facd_w1'), ('0.25', 'facd_w0.25'), ('0.05', 'facd_w0.05'), ('0.01', 'facd_w0.01'),
-      ('0 (adaptive L_SR alone)', 'facd_w0')], FACD_CHOSEN, 'weight 0 is not FACD: the best positive weight is kept'),
+      ('0 (adaptive L_SR alone)', 'facd_w0')], FACD_CHOSEN,
+     'every positive weight is below weight 0 on val: the feature term does not help here; weight 0 is '
+     'not FACD, so the best positive weight is kept'),
 )
 
 

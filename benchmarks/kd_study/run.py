@@ -57,6 +57,7 @@ METHODS = {
     'dckd_no_dmm': 'dckd_no_dmm',
     'dckd_no_contrastive': 'dckd_no_contrastive',
     'csd': 'csd',
+    'csd_joint': 'csd_joint',                    # CSD without its contrastive term (the joint training alone)
     'dukd': 'dukd',
     'l1_finetune': 'l1_finetune',
     'pcl_finetune': 'pcl_finetune',
@@ -72,7 +73,7 @@ STUDENTS = {
 STUDENT_METHOD_SETS = {  # per student and method, after STUDENTS (CSD: the full width is 4x the student's)
     '4x16': {'fakd': ['distill.taps.student=[body.1, body.2, conv_after_body]'],
              'facd': ['distill.taps.student=[body.1, body.2, body.3]'],
-             'csd': ['network_g.num_feat=64']},
+             'csd': ['network_g.num_feat=64'], 'csd_joint': ['network_g.num_feat=64']},
 }
 
 
