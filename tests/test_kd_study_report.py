@@ -56,3 +56,12 @@ def test_baseline_has_the_same_length_and_contrasts_pair_by_seed():
     assert d['seeds'] == [0, 1] and abs(d['diff']['B100'][0] - 0.0) < 1e-9  # +0.1 and -0.1
     assert abs(d['diff']['B100'][1] - (-d['diff']['B100'][2])) < 1e-9 and d['diff']['B100'][3] == 2
     assert 'dckd_offline-dckd_no_contrastive' not in c  # no runs of the reference: no row
+
+
+def test_ssim_differences_are_paired_too():
+    recs = [record('scratch', 0, 25.0), record('scratch', 1, 26.0), record('csd', 0, 25.0), record('csd', 1, 26.0)]
+    for r, ssim in zip(recs[2:], (0.503, 0.501)):
+        r['scores']['B100']['ssim'] = ssim
+    row = {r['method']: r for r in summarise(recs)}['csd']
+    m, lo, hi, n = row['diff_ssim']['B100']
+    assert abs(m - 0.002) < 1e-9 and n == 2 and lo < 0.002 < hi and row['diff']['B100'][0] == 0.0

@@ -79,11 +79,12 @@ def summarise(records: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
             base = baseline_runs(finals, student, base_m, tag, row['steps'])
         if base:
             row['baseline'] = base_m
-            for s in SETS:
-                pairs = [(by_seed[k]['scores'][s]['psnr'], base[k]['scores'][s]['psnr'])
-                         for k in by_seed if k in base and s in by_seed[k]['scores'] and s in base[k]['scores']]
-                if pairs:
-                    row.setdefault('diff', {})[s] = t_interval([a - b for a, b in pairs]) + (len(pairs),)
+            for metric, field in (('psnr', 'diff'), ('ssim', 'diff_ssim')):
+                for s in SETS:
+                    pairs = [(by_seed[k]['scores'][s][metric], base[k]['scores'][s][metric])
+                             for k in by_seed if k in base and s in by_seed[k]['scores'] and s in base[k]['scores']]
+                    if pairs:
+                        row.setdefault(field, {})[s] = t_interval([a - b for a, b in pairs]) + (len(pairs),)
         rows.append(row)
     return rows
 
@@ -146,12 +147,13 @@ def contrasts(records: List[Dict[str, Any]], student: str) -> List[Dict[str, Any
         seeds = sorted(set(a) & set(b))
         if not seeds:
             continue
-        row = {'what': label, 'method': method, 'reference': ref, 'seeds': seeds, 'diff': {}}
-        for s in SETS:
-            d = [a[k]['scores'][s]['psnr'] - b[k]['scores'][s]['psnr'] for k in seeds
-                 if s in a[k]['scores'] and s in b[k]['scores']]
-            if d:
-                row['diff'][s] = t_interval(d) + (len(d),)
+        row = {'what': label, 'method': method, 'reference': ref, 'seeds': seeds}
+        for metric, field in (('psnr', 'diff'), ('ssim', 'diff_ssim')):
+            for s in SETS:
+                d = [a[k]['scores'][s][metric] - b[k]['scores'][s][metric] for k in seeds
+                     if s in a[k]['scores'] and s in b[k]['scores']]
+                if d:
+                    row.setdefault(field, {})[s] = t_interval(d) + (len(d),)
         out.append(row)
     return out
 
@@ -167,9 +169,9 @@ def fmt_ms(ms, nd=3):
     return f'{m:.{nd}f} ± {s:.{nd}f}' if not math.isnan(s) else f'{m:.{nd}f}'
 
 
-def fmt_diff(d):
+def fmt_diff(d, nd=3):
     m, lo, hi, n = d
-    return f'{m:+.3f} [{lo:+.3f}, {hi:+.3f}]' if not math.isnan(lo) else f'{m:+.3f} (n={n})'
+    return f'{m:+.{nd}f} [{lo:+.{nd}f}, {hi:+.{nd}f}]' if not math.isnan(lo) else f'{m:+.{nd}f} (n={n})'
 
 
 def markdown(rows: List[Dict[str, Any]], records: List[Dict[str, Any]]) -> str:
@@ -192,11 +194,14 @@ def markdown(rows: List[Dict[str, Any]], records: List[Dict[str, Any]]) -> str:
         mine = [r for r in rows if r['student'] == student]
         main, trials = [r for r in mine if not r['tag']], [r for r in mine if r['tag']]
         out += [f'## Student EDSR {student}', '', '### Paired difference to the baseline (dB, 95% t-interval)', '']
-        head = ['method', 'seeds', 'steps', 'baseline'] + [f'Δ {s}' for s in SETS] + ['colour R, G, B', 'train min']
+        head = ['method', 'seeds', 'steps', 'baseline'] + [f'Δ {s}' for s in SETS] + \
+               ['Δ SSIM B100 (×1e-3)', 'colour R, G, B', 'train min']
         out += ['| ' + ' | '.join(head) + ' |', '|' + '---|' * len(head)]
         for r in main:
             cells = [r['method'], str(len(r['seeds'])), str(r['steps']), r.get('baseline', '–')]
             cells += [fmt_diff(r['diff'][s]) if s in r.get('diff', {}) else '–' for s in SETS]
+            ssim = r.get('diff_ssim', {}).get('B100')
+            cells.append(fmt_diff(tuple(v * 1e3 for v in ssim[:3]) + ssim[3:], 1) if ssim else '–')
             cells += [', '.join(f'{v:+.2f}' for v in r['colour']), f"{r['train_min']:.1f}"]
             out.append('| ' + ' | '.join(cells) + ' |')
         out += ['', '### Scores (Y-PSNR dB / SSIM, mean ± std over seeds)', '']
@@ -209,11 +214,13 @@ def markdown(rows: List[Dict[str, Any]], records: List[Dict[str, Any]]) -> str:
         pairs = contrasts(records, student)
         if pairs:
             out += ['', '### What one term does (paired: two option files that differ only in it)', '']
-            head = ['term', 'method − reference', 'seeds'] + [f'Δ {s}' for s in SETS]
+            head = ['term', 'method − reference', 'seeds'] + [f'Δ {s}' for s in SETS] + ['Δ SSIM B100 (×1e-3)']
             out += ['| ' + ' | '.join(head) + ' |', '|' + '---|' * len(head)]
             for c in pairs:
                 cells = [c['what'], f"{c['method']} − {c['reference']}", str(len(c['seeds']))]
-                cells += [fmt_diff(c['diff'][s]) if s in c['diff'] else '–' for s in SETS]
+                cells += [fmt_diff(c['diff'][s]) if s in c.get('diff', {}) else '–' for s in SETS]
+                ssim = c.get('diff_ssim', {}).get('B100')
+                cells.append(fmt_diff(tuple(v * 1e3 for v in ssim[:3]) + ssim[3:], 1) if ssim else '–')
                 out.append('| ' + ' | '.join(cells) + ' |')
         if trials:
             out += ['', '### Validation trials (choose on `val` only; test columns for the record)', '']
