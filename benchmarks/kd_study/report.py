@@ -241,44 +241,69 @@ def markdown(rows: List[Dict[str, Any]], records: List[Dict[str, Any]]) -> str:
     return '\n'.join(out)
 
 
+#: one colour per method (matplotlib's ten, then three more): 13 methods, no two alike
+PALETTE = [f'C{i}' for i in range(10)] + ['black', 'gold', 'teal']
+#: test sets by size (images): the largest set scored at the most checkpoints draws the curves
+SET_SIZE = {'B100': 100, 'Urban100': 20, 'Set14': 14, 'Set5': 5}
+
+
 def curve_set(records: List[Dict[str, Any]]) -> str:
-    """The set scored at the most checkpoints (intermediate checkpoints may be scored on fewer sets):
-    a test set, B100 first; the validation split only when no test set has a curve."""
+    """The test set scored at the most checkpoints (intermediate checkpoints may be scored on fewer
+    sets), the larger one on a tie; the validation split only when no test set has a curve."""
     counts = {s: sum(s in r['scores'] for r in records) for s in SETS}
     finals = len({r['run'] for r in records})
-    best = max(TEST, key=lambda s: (counts[s], s == 'B100'))
+    best = max(TEST, key=lambda s: (counts[s], SET_SIZE[s]))
     return best if counts[best] > finals or counts['val'] <= finals else 'val'
 
 
+def paired_curves(records: List[Dict[str, Any]], set_name: str):
+    """``{(student, method): {step: {seed: psnr}}}`` for the untagged runs (the trials are in the table)."""
+    curves = defaultdict(lambda: defaultdict(dict))
+    for r in records:
+        if not r.get('tag') and set_name in r['scores']:
+            curves[(r['student'], r['method'])][r['step']][r['seed']] = r['scores'][set_name]['psnr']
+    return curves
+
+
 def plot(records: List[Dict[str, Any]], path: Path, set_name: str = '') -> None:
+    """Per student: (left) test Y-PSNR vs step per method, mean over seeds with the min-max band;
+    (right) the same as the paired difference to the baseline of the same seed and step."""
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
+    from benchmarks.kd_study.run import METHODS
     set_name = set_name or curve_set(records)
-    curves = defaultdict(lambda: defaultdict(list))
-    for r in records:  # validation trials (tagged) are drawn dashed, as 'method [tag]'
-        if set_name in r['scores']:
-            curves[(r['student'], r['method'], r.get('tag', ''))][r['step']].append(r['scores'][set_name]['psnr'])
+    curves = paired_curves(records, set_name)
     students = sorted({k[0] for k in curves}) or ['-']
-    fig, axes = plt.subplots(1, len(students), figsize=(7 * len(students), 5), squeeze=False)
-    for ax, student in zip(axes[0], students):
-        for i, ((st, method, tag), by_step) in enumerate(sorted(curves.items(), key=lambda kv: order_key(kv[0]))):
+    fig, axes = plt.subplots(len(students), 2, figsize=(14, 5 * len(students)), squeeze=False)
+    for (ax, dax), student in zip(axes, students):
+        for (st, method), by_step in sorted(curves.items(), key=lambda kv: order_key((kv[0][0], kv[0][1], ''))):
             if st != student or len(by_step) < 2:
                 continue
+            colour = PALETTE[list(METHODS).index(method) % len(PALETTE)] if method in METHODS else 'grey'
             steps = sorted(by_step)
-            mean = [sum(by_step[s]) / len(by_step[s]) for s in steps]
-            ax.plot(steps, mean, marker='o', ms=3, color=f'C{i % 10}', linestyle='--' if tag else '-',
-                    label=f'{method} [{tag}]' if tag else method)
-            ax.fill_between(steps, [min(by_step[s]) for s in steps], [max(by_step[s]) for s in steps],
-                            color=f'C{i % 10}', alpha=0.15)
-        ax.set_title(f'EDSR {student}: {set_name} Y-PSNR vs step (mean, band: min-max over seeds)')
-        ax.set_xlabel('training step')
-        ax.set_ylabel('Y-PSNR (dB)')
-        ax.grid(alpha=0.3)
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=7, ncol=2)
-        else:
-            ax.text(0.5, 0.5, 'no study runs recorded yet', ha='center', transform=ax.transAxes)
+            vals = [list(by_step[t].values()) for t in steps]
+            ax.plot(steps, [sum(v) / len(v) for v in vals], marker='o', ms=3, color=colour, label=method)
+            ax.fill_between(steps, [min(v) for v in vals], [max(v) for v in vals], color=colour, alpha=0.15)
+            base = curves.get((student, BASELINE.get(method, 'scratch') or ''), {})
+            diffs = [(t, [by_step[t][k] - base[t][k] for k in by_step[t] if k in base.get(t, {})]) for t in steps]
+            diffs = [(t, d) for t, d in diffs if d]
+            if diffs and base is not by_step:
+                dax.plot([t for t, _ in diffs], [sum(d) / len(d) for _, d in diffs], marker='o', ms=3,
+                         color=colour, label=f"{method} − {BASELINE.get(method, 'scratch')}")
+                dax.fill_between([t for t, _ in diffs], [min(d) for _, d in diffs], [max(d) for _, d in diffs],
+                                 color=colour, alpha=0.12)
+        ax.set_title(f'EDSR {student}: {set_name} Y-PSNR vs step (mean; band: min-max over seeds)')
+        dax.set_title(f'EDSR {student}: paired difference to the baseline on {set_name} (same seed and step)')
+        dax.axhline(0.0, color='k', lw=0.8)
+        for a, ylabel in ((ax, 'Y-PSNR (dB)'), (dax, 'Δ Y-PSNR (dB)')):
+            a.set_xlabel('training step')
+            a.set_ylabel(ylabel)
+            a.grid(alpha=0.3)
+            if a.get_legend_handles_labels()[0]:
+                a.legend(fontsize=7, ncol=2)
+            else:
+                a.text(0.5, 0.5, 'no study runs recorded yet', ha='center', transform=a.transAxes)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
