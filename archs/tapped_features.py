@@ -137,7 +137,7 @@ class SRNetFeatures(nn.Module):
                  param_key: Optional[str] = 'auto', allow_random: bool = False,
                  option_key: str = 'weights_path'):
         super().__init__()
-        from ckdsr.models.network_io import build_network, load_weights  # models imports archs
+        from ckdsr.models.network_io import build_network, freeze, load_weights  # models imports archs
         if not isinstance(network, dict) or 'type' not in network:
             raise ValueError(f"{option_key.rsplit('.', 1)[0]}.network: give the SR network's option block, "
                              "e.g. {type: CARN_M, upscale: 4}")
@@ -147,7 +147,7 @@ class SRNetFeatures(nn.Module):
                                     'is allowed only with allow_random (tests)')
         net = build_network(dict(network))
         load_weights(net, weights_path, param_key, True, option_key)
-        net.eval().requires_grad_(False)
+        freeze(net)
         self.inner = TeacherFeatures(net, taps, downscale, centre_colour=centre_colour,
                                      colour_ref=colour_ref or DIV2K_MEAN)
 

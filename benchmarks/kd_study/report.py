@@ -79,14 +79,22 @@ def summarise(records: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
             base = baseline_runs(finals, student, base_m, tag, row['steps'])
         if base:
             row['baseline'] = base_m
-            for metric, field in (('psnr', 'diff'), ('ssim', 'diff_ssim')):
-                for s in SETS:
-                    pairs = [(by_seed[k]['scores'][s][metric], base[k]['scores'][s][metric])
-                             for k in by_seed if k in base and s in by_seed[k]['scores'] and s in base[k]['scores']]
-                    if pairs:
-                        row.setdefault(field, {})[s] = t_interval([a - b for a, b in pairs]) + (len(pairs),)
+            row.update(paired_differences(by_seed, base))
         rows.append(row)
     return rows
+
+
+def paired_differences(runs, base) -> Dict[str, Dict[str, Tuple[float, float, float, int]]]:
+    """``{'diff': {set: (mean, lo, hi, n)}, 'diff_ssim': {...}}``: ``runs`` minus ``base`` (both
+    ``{seed: final record}``) over the seeds both have, PSNR and SSIM, with the 95% t-interval."""
+    out: Dict[str, Dict[str, Tuple[float, float, float, int]]] = {}
+    for metric, field in (('psnr', 'diff'), ('ssim', 'diff_ssim')):
+        for s in SETS:
+            d = [runs[k]['scores'][s][metric] - base[k]['scores'][s][metric] for k in sorted(runs)
+                 if k in base and s in runs[k]['scores'] and s in base[k]['scores']]
+            if d:
+                out.setdefault(field, {})[s] = t_interval(d) + (len(d),)
+    return out
 
 
 def baseline_runs(finals, student: str, method: str, tag: str, steps: int):
@@ -150,14 +158,8 @@ def contrasts(records: List[Dict[str, Any]], student: str) -> List[Dict[str, Any
         seeds = sorted(set(a) & set(b))
         if not seeds:
             continue
-        row = {'what': label, 'method': method, 'reference': ref, 'seeds': seeds}
-        for metric, field in (('psnr', 'diff'), ('ssim', 'diff_ssim')):
-            for s in SETS:
-                d = [a[k]['scores'][s][metric] - b[k]['scores'][s][metric] for k in seeds
-                     if s in a[k]['scores'] and s in b[k]['scores']]
-                if d:
-                    row.setdefault(field, {})[s] = t_interval(d) + (len(d),)
-        out.append(row)
+        out.append({'what': label, 'method': method, 'reference': ref, 'seeds': seeds,
+                    **paired_differences(a, b)})
     return out
 
 
